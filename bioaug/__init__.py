@@ -1,0 +1,32 @@
+"""bioaug: synthetic histology for small, imbalanced pathology training sets.
+
+Stages are library functions first (``bioaug.tile``, ...); the ``bioaug`` command is a thin layer over them.
+Heavy modules (torch, OpenSlide) are imported only when a function that needs them is used, so
+``import bioaug`` stays light.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; resolved on first access
+_LAZY = {
+    "tile": "bioaug.tiling",
+    "TileConfig": "bioaug.tiling",
+    "PatchStore": "bioaug.store",
+    "PatchDataset": "bioaug.datasets",
+    "open_slide": "bioaug.slides",
+    "detect_nuclei": "bioaug.nuclei",
+    "write_example_slide": "bioaug.example",
+    "BioaugError": "bioaug.errors",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bioaug' has no attribute {name!r}")

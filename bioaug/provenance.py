@@ -1,0 +1,68 @@
+"""What every run records beside its outputs: resolved config, seeds, package versions and input hashes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+_PACKAGES = ("bioaug", "torch", "monai", "numpy", "scikit-image", "scikit-learn", "openslide-python",
+             "openslide-bin", "tifffile", "albumentations")
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks so large slides stay out of memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_json(value: Any) -> str:
+    """Hex SHA-256 of a JSON-serialisable value in canonical form (sorted keys)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def package_versions(names: Iterable[str] = _PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages that shape results; missing ones are left out."""
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def run_record(config: dict[str, Any], inputs: dict[str, str] | None = None) -> dict[str, Any]:
+    """A provenance block: what ran, when, with which config, software and inputs."""
+    return {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "versions": package_versions(),
+        "config": config,
+        "inputs": inputs or {},
+    }
+
+
+def write_json_atomic(path: str | Path, value: Any) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(value, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

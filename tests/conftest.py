@@ -1,0 +1,51 @@
+"""Shared fixtures: paths to the real data beside the repo, and a tiny labelled patch store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bioaug.store import PatchStore, StoreHeader, StoreWriter
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, skipping the test cleanly when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    return path
+
+
+def make_disc_store(path: Path, *, per_class: int = 24, patch_size: int = 32, seed: int = 0,
+                    class_names: tuple[str, ...] = ("small", "large", "pale"), slides: int = 4) -> PatchStore:
+    """A store of pink patches with one purple disc each; the class sets the disc's size and darkness."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:patch_size, :patch_size] - (patch_size - 1) / 2
+    header = StoreHeader(patch_size=patch_size, mpp=0.5, class_names=list(class_names),
+                         feature_names=["area_um2"], provenance={"made_by": "tests.conftest"})
+    writer = StoreWriter(path, header)
+    for slide in range(slides):
+        images, rows = [], []
+        for label_index, label in enumerate(class_names):
+            for _ in range(per_class // slides):
+                radius = patch_size * (0.12 + 0.1 * label_index) * rng.uniform(0.85, 1.15)
+                darkness = 0.9 - 0.25 * label_index
+                image = np.empty((patch_size, patch_size, 3))
+                image[:] = (235, 170, 200) + rng.normal(0, 6, (patch_size, patch_size, 3))
+                disc = (xx ** 2 + yy ** 2) <= radius ** 2
+                image[disc] = image[disc] * (1 - darkness) + np.array([70, 40, 120]) * darkness
+                images.append(np.clip(image, 0, 255).astype(np.uint8))
+                rows.append({"slide": f"slide{slide}", "x": float(rng.uniform(0, 1000)),
+                             "y": float(rng.uniform(0, 1000)), "label": label,
+                             "area_um2": float(np.pi * (radius * 0.5) ** 2)})
+        writer.write_shard(f"slide{slide}", np.stack(images), rows, input_key=f"disc-{seed}-{slide}")
+    return writer.finalize()
+
+
+@pytest.fixture
+def disc_store(tmp_path: Path) -> PatchStore:
+    """A finished 3-class store of 72 patches of 32 px over 4 slides."""
+    return make_disc_store(tmp_path / "store")

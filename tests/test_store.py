@@ -1,0 +1,82 @@
+"""The patch store contract: atomic shards, resumable writers, stable reads, one-line errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bioaug.datasets import PatchDataset
+from bioaug.errors import StoreError
+from bioaug.store import PatchStore, StoreHeader, StoreWriter, write_shard
+from conftest import make_disc_store
+
+
+def test_round_trip_labels_images_and_header(tmp_path):
+    store = make_disc_store(tmp_path / "s", per_class=8, slides=2)
+    assert len(store) == 24
+    assert store.header.complete
+    assert store.header.counts == {"small": 8, "large": 8, "pale": 8}
+    assert store.images([0, 5]).shape == (2, 32, 32, 3)
+    assert set(store.slides) == {"slide0", "slide1"}
+    assert store.features().shape == (24, 1)
+    again = PatchStore(tmp_path / "s")
+    np.testing.assert_array_equal(again.labels, store.labels)
+    np.testing.assert_array_equal(again.image(7), store.image(7))
+
+
+def test_content_hash_changes_with_content(tmp_path):
+    first = make_disc_store(tmp_path / "a", per_class=4, slides=1, seed=0)
+    same = make_disc_store(tmp_path / "b", per_class=4, slides=1, seed=0)
+    other = make_disc_store(tmp_path / "c", per_class=4, slides=1, seed=1)
+    assert first.content_hash == same.content_hash != other.content_hash
+
+
+def test_incomplete_store_is_refused_and_stale_temporaries_removed(tmp_path):
+    header = StoreHeader(patch_size=8, mpp=0.5, class_names=["a"])
+    writer = StoreWriter(tmp_path / "s", header)
+    stale = tmp_path / "s" / "shards" / ".tmp-x-123"
+    stale.mkdir()
+    with pytest.raises(StoreError, match="incomplete"):
+        PatchStore(tmp_path / "s")
+    StoreWriter(tmp_path / "s", StoreHeader(patch_size=8, mpp=0.5, class_names=["a"]))
+    assert not stale.exists()
+    assert writer.is_complete("x", "k") is False
+
+
+def test_reopening_with_other_patch_size_fails(tmp_path):
+    StoreWriter(tmp_path / "s", StoreHeader(patch_size=8, mpp=0.5, class_names=["a"]))
+    with pytest.raises(StoreError, match="patch_size"):
+        StoreWriter(tmp_path / "s", StoreHeader(patch_size=16, mpp=0.5, class_names=["a"]))
+
+
+def test_shard_write_is_atomic_on_failure(tmp_path):
+    header = StoreHeader(patch_size=8, mpp=0.5, class_names=["a"])
+    StoreWriter(tmp_path / "s", header)
+    with pytest.raises(StoreError):
+        write_shard(tmp_path / "s", "bad", np.zeros((2, 8, 8, 3), np.uint8), [{"slide": "a"}], "k", 8)
+    assert list((tmp_path / "s" / "shards").iterdir()) == []
+
+
+def test_skip_marker_tracks_input_key(tmp_path):
+    writer = StoreWriter(tmp_path / "s", StoreHeader(patch_size=8, mpp=0.5, class_names=["a"]))
+    writer.write_shard("one", np.zeros((1, 8, 8, 3), np.uint8), [{"slide": "s", "x": 1, "y": 2, "label": "a"}], "k1")
+    assert writer.is_complete("one", "k1") and not writer.is_complete("one", "k2")
+
+
+def test_not_a_store(tmp_path):
+    with pytest.raises(StoreError, match="not a patch store"):
+        PatchStore(tmp_path)
+    (tmp_path / "store.json").write_text("{broken")
+    with pytest.raises(StoreError, match="not valid JSON"):
+        PatchStore(tmp_path)
+    (tmp_path / "store.json").write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(StoreError, match="format version"):
+        PatchStore(tmp_path)
+
+
+def test_dataset_items(disc_store):
+    item = PatchDataset(disc_store)[3]
+    assert item["image"].shape == (3, 32, 32)
+    assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
+    assert int(item["label"]) == disc_store.labels[3]
