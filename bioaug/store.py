@@ -126,6 +126,24 @@ class StoreWriter:
         """Write one shard under a temporary name and rename it into place."""
         return write_shard(self.path, name, images, rows, input_key, self.header.patch_size, meta)
 
+    def relabel(self, labels: Sequence[str]) -> None:
+        """Replace every shard's label column, in store order, for labels known only after all shards exist
+        (morphology clusters). Each manifest is rewritten under a temporary name and renamed."""
+        offset = 0
+        for shard in sorted(p for p in _shard_root(self.path).iterdir() if not p.name.startswith(_TMP_PREFIX)):
+            rows = _read_manifest(shard / "manifest.csv")
+            for row, label in zip(rows, labels[offset:offset + len(rows)]):
+                row["label"] = label
+            offset += len(rows)
+            meta = json.loads((shard / "shard.json").read_text())
+            tmp = shard / ".manifest.csv.tmp"
+            _write_manifest(tmp, meta["columns"], rows)
+            meta["manifest_sha256"] = sha256_file(tmp)
+            os.replace(tmp, shard / "manifest.csv")
+            write_json_atomic(shard / "shard.json", meta)
+        if offset != len(labels):
+            raise StoreError(self.path, f"{len(labels)} labels given for {offset} patches")
+
     def finalize(self) -> "PatchStore":
         """Record counts and the content hash in the header and mark the store complete."""
         store = PatchStore(self.path, require_complete=False)
@@ -159,11 +177,9 @@ def write_shard(store: Path, name: str, images: np.ndarray, rows: Sequence[dict[
     try:
         np.save(tmp / "images.npy", images)
         columns = list(CORE_COLUMNS) + sorted({key for row in rows for key in row} - set(CORE_COLUMNS))
-        with open(tmp / "manifest.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="raise")
-            writer.writeheader()
-            for index, row in enumerate(rows):
-                writer.writerow({"patch_id": f"{name}/{index}", "synthetic": 0, "label": UNLABELLED, **row})
+        _write_manifest(tmp / "manifest.csv", columns,
+                        [{"patch_id": f"{name}/{index}", "synthetic": 0, "label": UNLABELLED, **row}
+                         for index, row in enumerate(rows)])
         shard_meta = {"name": name, "input_key": input_key, "count": len(rows), "columns": columns,
                       "images_sha256": sha256_file(tmp / "images.npy"),
                       "manifest_sha256": sha256_file(tmp / "manifest.csv"), **(meta or {})}
@@ -175,6 +191,18 @@ def write_shard(store: Path, name: str, images: np.ndarray, rows: Sequence[dict[
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _write_manifest(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="raise")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _read_manifest(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def _parse_column(values: list[str]) -> np.ndarray:
@@ -202,8 +230,7 @@ class PatchStore:
         for shard in sorted(p for p in _shard_root(self.path).iterdir() if not p.name.startswith(_TMP_PREFIX)):
             try:
                 images = np.load(shard / "images.npy", mmap_mode="r")
-                with open(shard / "manifest.csv", newline="") as handle:
-                    shard_rows = list(csv.DictReader(handle))
+                shard_rows = _read_manifest(shard / "manifest.csv")
             except (OSError, ValueError) as exc:
                 raise StoreError(shard, f"unreadable shard ({exc})") from None
             if len(shard_rows) != len(images):
