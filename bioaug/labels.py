@@ -1,0 +1,176 @@
+"""Where patch labels come from: annotated points, a slide-level table, or morphology clusters.
+
+Slides are matched to table rows by file name (``img1.png``) or by stem (``img1``), since annotation tools
+export either.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import LabelError
+
+SLIDE_COLUMNS = ("slide", "image")
+
+
+@dataclass
+class Points:
+    """Annotated nucleus centres of one slide, in level-0 pixels, with their class names."""
+
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+    label: list[str] = field(default_factory=list)
+    source: str = ""
+
+    def add(self, x: float, y: float, label: str) -> None:
+        self.x.append(float(x))
+        self.y.append(float(y))
+        self.label.append(label)
+
+
+def slide_key(name: str) -> str:
+    """The key a slide is known by in label tables: its file name without directories."""
+    return Path(name).name
+
+
+def lookup(table: dict[str, object], slide_name: str) -> object | None:
+    """The entry for a slide by exact file name, else by stem."""
+    name = slide_key(slide_name)
+    if name in table:
+        return table[name]
+    return table.get(Path(name).stem)
+
+
+def _read_csv_rows(path: Path, required: Sequence[str]) -> tuple[str, list[dict[str, str]]]:
+    """Rows of a CSV and the name of its slide column, checking the required columns are there."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LabelError(path, f"cannot read CSV ({exc})") from None
+    slide_column = next((c for c in SLIDE_COLUMNS if c in columns), None)
+    missing = [c for c in required if c not in columns]
+    if slide_column is None or missing:
+        need = ["slide (or image)", *required]
+        raise LabelError(path, f"needs columns {', '.join(need)}; found {', '.join(columns) or 'none'}")
+    return slide_column, rows
+
+
+def read_point_csv(path: Path) -> dict[str, Points]:
+    """``slide,x,y,label`` rows (``image`` accepted for ``slide``) grouped by slide."""
+    slide_column, rows = _read_csv_rows(path, ("x", "y", "label"))
+    table: dict[str, Points] = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            x, y = float(row["x"]), float(row["y"])
+        except ValueError:
+            raise LabelError(path, f"line {line}: x and y must be numbers, got {row['x']!r}, {row['y']!r}") from None
+        if not row["label"]:
+            raise LabelError(path, f"line {line}: empty label")
+        table.setdefault(slide_key(row[slide_column]), Points(source=str(path))).add(x, y, row["label"])
+    return table
+
+
+def read_geojson_points(path: Path) -> Points:
+    """Points from a QuPath-style GeoJSON export: Point/MultiPoint features, or polygon centroids.
+
+    The class is ``properties.classification.name`` (QuPath) or ``properties.label``/``properties.name``.
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LabelError(path, f"not valid GeoJSON ({exc.__class__.__name__})") from None
+    features = data.get("features", []) if isinstance(data, dict) else data
+    if not isinstance(features, list):
+        raise LabelError(path, "GeoJSON must be a FeatureCollection or a list of features")
+    points = Points(source=str(path))
+    for number, feature in enumerate(features):
+        props = feature.get("properties") or {}
+        classification = props.get("classification") or {}
+        label = classification.get("name") if isinstance(classification, dict) else None
+        label = label or props.get("label") or props.get("name")
+        geometry = feature.get("geometry") or {}
+        if not label:
+            raise LabelError(path, f"feature {number} has no class (properties.classification.name)")
+        for x, y in _geometry_centres(path, number, geometry):
+            points.add(x, y, str(label))
+    return points
+
+
+def _geometry_centres(path: Path, number: int, geometry: dict) -> list[tuple[float, float]]:
+    kind, coords = geometry.get("type"), geometry.get("coordinates")
+    if kind == "Point":
+        return [(coords[0], coords[1])]
+    if kind == "MultiPoint":
+        return [(c[0], c[1]) for c in coords]
+    if kind in ("Polygon", "MultiPolygon"):
+        from shapely.geometry import shape
+        centre = shape(geometry).centroid
+        return [(centre.x, centre.y)]
+    raise LabelError(path, f"feature {number}: geometry {kind!r} is not a point or polygon")
+
+
+def read_points(paths: Sequence[str | Path]) -> dict[str, Points]:
+    """Point annotations from CSV tables and per-slide GeoJSON files (matched to slides by file stem)."""
+    table: dict[str, Points] = {}
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise LabelError(path, "no such file")
+        if path.suffix.lower() in (".geojson", ".json"):
+            table[path.stem] = read_geojson_points(path)
+        else:
+            for name, points in read_point_csv(path).items():
+                merged = table.setdefault(name, Points(source=points.source))
+                for x, y, label in zip(points.x, points.y, points.label):
+                    merged.add(x, y, label)
+    return table
+
+
+def read_slide_labels(path: str | Path) -> dict[str, str]:
+    """A ``slide,label`` table: one class for every nucleus detected on that slide."""
+    path = Path(path)
+    if not path.is_file():
+        raise LabelError(path, "no such file")
+    slide_column, rows = _read_csv_rows(path, ("label",))
+    table: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        key = slide_key(row[slide_column])
+        if not row["label"]:
+            raise LabelError(path, f"line {line}: empty label")
+        if table.get(key, row["label"]) != row["label"]:
+            raise LabelError(path, f"line {line}: slide {key} has two labels")
+        table[key] = row["label"]
+    return table
+
+
+def cluster_names(k: int) -> list[str]:
+    """Class names for ``k`` morphology clusters."""
+    return [f"cluster{index}" for index in range(k)]
+
+
+def cluster_features(features: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, dict]:
+    """Cluster nuclei by standardised morphology features with k-means.
+
+    Returns the cluster index per row (rows with missing features get -1) and a description of the fitted
+    model (feature means, scales and centres) to record in the store header.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import StandardScaler
+
+    valid = np.isfinite(features).all(axis=1)
+    if valid.sum() < k:
+        raise LabelError(None, f"{int(valid.sum())} nuclei with features cannot form {k} clusters")
+    scaler = StandardScaler().fit(features[valid])
+    model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(scaler.transform(features[valid]))
+    assignment = np.full(len(features), -1, dtype=np.int64)
+    assignment[valid] = model.labels_
+    description = {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
+                   "centres": model.cluster_centers_.tolist(), "seed": seed}
+    return assignment, description
