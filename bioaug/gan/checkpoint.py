@@ -1,0 +1,125 @@
+"""Training checkpoints: the full state of a run, written atomically and read without unpickling objects.
+
+A checkpoint is a dict of tensors and plain Python values, loadable with ``torch.load(path,
+weights_only=True)``::
+
+    format          "bioaug.gan.checkpoint/1"
+    step            completed training steps
+    generator, discriminator, generator_ema   state dicts
+    optimizer_g, optimizer_d                  state dicts (Adam moments and step counts)
+    augment_p       current augmentation probability
+    augment_signs   ADA sums since the last adjustment (sum of signs, count), over all ranks
+    rng             one entry per rank: {"torch", "cuda" (or None), "numpy", "python"} generator states
+    config          the resolved TrainConfig as a dict
+    class_names, patch_size, store_sha256, world_size
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import config_to_dict
+from ..errors import CheckpointError
+from ..store import PatchStore
+from .config import TrainConfig
+
+FORMAT = "bioaug.gan.checkpoint/1"
+REQUIRED_KEYS = ("step", "generator", "discriminator", "generator_ema", "optimizer_g", "optimizer_d",
+                 "augment_p", "augment_signs", "rng", "config", "class_names", "patch_size", "store_sha256",
+                 "world_size")
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to a temporary file beside ``path``, flush it to disk and rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"format": FORMAT, **state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint on the CPU with ``weights_only=True``.
+
+    Raises ``CheckpointError`` naming the file when it is missing, truncated, corrupt, holds anything but
+    tensors and plain values, or is not a bioaug GAN checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no checkpoint at this path")
+    try:
+        with warnings.catch_warnings():  # a damaged file gets one error line, not torch's warnings as well
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise CheckpointError(path, f"corrupt or truncated checkpoint ({reason[:160]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(path, f"not a bioaug GAN checkpoint (format {FORMAT!r} expected)")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(path, f"checkpoint is missing {missing[0]!r}")
+    return state
+
+
+def capture_rng(device: torch.device) -> dict[str, Any]:
+    """Every generator state this process draws from, as tensors and lists that ``weights_only`` accepts.
+
+    On CUDA only the training device's state is taken: asking for every device's would open a context on
+    each GPU from every rank.
+    """
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, mt_state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "python": [version, list(mt_state), gauss_next],
+    }
+
+
+def restore_rng(state: dict[str, Any], device: torch.device) -> None:
+    """Put back the generator states :func:`capture_rng` recorded (the CUDA one when training on CUDA)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, mt_state, gauss_next = state["python"]
+    random.setstate((version, tuple(mt_state), gauss_next))
+
+
+def check_resumable(state: dict[str, Any], path: str | Path, store: PatchStore, config: TrainConfig) -> None:
+    """Raise ``CheckpointError`` unless ``state`` continues training on ``store`` with ``config``.
+
+    Patch size, classes and store content must be those the checkpoint was trained on, and so must every
+    option that shapes the networks or the trajectory (:meth:`TrainConfig.fixed_fields`).
+    """
+    advice = "pass --new to start over or choose another --out"
+    if state["patch_size"] != store.patch_size:
+        raise CheckpointError(path, f"trained on {state['patch_size']} px patches but {store.path} has "
+                                    f"{store.patch_size} px; {advice}")
+    if list(state["class_names"]) != store.class_names:
+        raise CheckpointError(path, f"trained on classes {list(state['class_names'])} but {store.path} has "
+                                    f"{store.class_names}; {advice}")
+    if state["store_sha256"] != store.content_hash:
+        raise CheckpointError(path, f"trained on other patches than {store.path} holds (content hash "
+                                    f"{state['store_sha256'][:12]} vs {store.content_hash[:12]}); {advice}")
+    wanted = config_to_dict(config)
+    for name in config.fixed_fields():
+        if state["config"].get(name) != wanted[name]:
+            raise CheckpointError(path, f"trained with {name}={state['config'].get(name)!r} but this run asks "
+                                        f"{wanted[name]!r}; {advice}")

@@ -1,0 +1,118 @@
+"""``TrainConfig``: every option of ``bioaug train``, with defaults for 32, 64 and 128 px patches.
+
+Kept free of torch so that the command line can build ``--help`` and ``--dry-run`` without importing it.
+Options whose default depends on the patch size are ``None`` until :meth:`TrainConfig.resolve` fills them in
+from :data:`SIZE_DEFAULTS`; the resolved config is what a run records and what a checkpoint holds.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from ..config import option
+from ..errors import ConfigError
+
+AUGMENTATIONS = ("color", "translation", "cutout", "stain")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+#: Per patch size: channels at full resolution (doubled at every halving, up to ``max_channels``) and the
+#: global batch. At 32 px this is a 1.5M-parameter generator of about 0.1 GFLOP per image, which trains at
+#: about a hundred images/s per CPU core; 64 and 128 px are sized for a workstation GPU.
+SIZE_DEFAULTS: dict[int, dict[str, int]] = {
+    32: {"channels": 32, "max_channels": 256, "batch_size": 64},
+    64: {"channels": 32, "max_channels": 256, "batch_size": 64},
+    128: {"channels": 32, "max_channels": 512, "batch_size": 32},
+}
+_SIZED = ("channels", "max_channels", "batch_size")
+#: Smallest patch the networks handle: two stages of 2x up/down sampling from their 4x4 base.
+MIN_PATCH_SIZE = 16
+
+
+@dataclass
+class TrainConfig:
+    """Options for training the class-conditional GAN (``bioaug train``).
+
+    Options marked ``resumable`` may differ when a run is resumed; every other option shapes the networks or
+    the training trajectory and must match the checkpoint, so that a resumed run is the run it continues.
+    """
+
+    steps: int = option(20000, "training steps, each one discriminator and one generator update", resumable=True)
+    batch_size: int | None = option(None, "global batch of real patches per step, split over torchrun ranks "
+                                          "(None: by patch size, 64 up to 64 px, 32 at 128 px)")
+    z_dim: int = option(128, "latent dimension of the generator")
+    channels: int | None = option(None, "feature channels at full resolution, doubled at each halving up to "
+                                        "max-channels (None: by patch size, 32 for each)")
+    max_channels: int | None = option(None, "cap on feature channels (None: by patch size, 256 up to 64 px, "
+                                            "512 at 128 px)")
+    lr_g: float = option(2e-4, "Adam learning rate of the generator")
+    lr_d: float = option(2e-4, "Adam learning rate of the discriminator")
+    betas: list[float] = option([0.0, 0.99], "Adam betas (beta1 0 avoids momentum chasing a moving opponent)")
+    ema_decay: float = option(0.999, "decay of the generator's exponential moving average used for sampling")
+    augment: list[str] = option(list(AUGMENTATIONS), "differentiable augmentations applied to every image the "
+                                                     "discriminator sees", choices=AUGMENTATIONS)
+    augment_p: float = option(0.0, "probability of each augmentation per image: start value with --ada, "
+                                   "else fixed")
+    ada: bool = option(True, "adapt the augmentation probability to discriminator overfitting (as ADA)")
+    ada_target: float = option(0.6, "ADA target for E[sign(D(real))]; above it p rises, below it falls")
+    ada_interval: int = option(4, "steps between adjustments of the augmentation probability")
+    ada_kimg: float = option(100.0, "thousands of real images over which p can move from 0 to 1")
+    seed: int = option(0, "seed for weights, latents, augmentation and data order")
+    snapshot_every: int = option(500, "steps between sample grids and diversity checks", resumable=True)
+    checkpoint_every: int = option(500, "steps between checkpoints", resumable=True)
+    log_every: int = option(50, "steps between lines of log.jsonl and progress-bar updates", resumable=True)
+    grid_columns: int = option(8, "samples per class (one row each) in sample grids", resumable=True)
+    device: str = option("auto", "where to train: CUDA when present with auto", choices=DEVICES, resumable=True)
+    precision: str = option("auto", "bf16 autocast on CUDA when supported with auto; fp32 otherwise",
+                            choices=PRECISIONS, resumable=True)
+    channels_last: bool = option(True, "channels-last memory format (faster convolutions)", resumable=True)
+    compile: bool = option(False, "torch.compile the networks (worth it for long GPU runs)", resumable=True)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` on a value no run could use."""
+        positive = ("steps", "batch_size", "z_dim", "channels", "max_channels", "ada_interval",
+                    "snapshot_every", "checkpoint_every", "log_every", "grid_columns")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError("config", f"option {name!r} must be at least 1, got {value}")
+        for name in ("lr_g", "lr_d", "ada_kimg"):
+            if getattr(self, name) <= 0:
+                raise ConfigError("config", f"option {name!r} must be positive, got {getattr(self, name)}")
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ConfigError("config", f"option 'betas' needs two values in [0, 1), got {self.betas}")
+        for name in ("augment_p", "ema_decay"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError("config", f"option {name!r} must lie in [0, 1], got {getattr(self, name)}")
+        if not 0 < self.ada_target < 1:
+            raise ConfigError("config", f"option 'ada_target' must lie in (0, 1), got {self.ada_target}")
+        for name, valid in (("device", DEVICES), ("precision", PRECISIONS)):
+            if getattr(self, name) not in valid:
+                raise ConfigError("config", f"option {name!r}: {getattr(self, name)!r} is not one of "
+                                            f"{', '.join(valid)}")
+        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
+        if unknown:
+            raise ConfigError("config", f"option 'augment': {unknown[0]!r} is not one of {', '.join(AUGMENTATIONS)}")
+
+    def resolve(self, patch_size: int) -> "TrainConfig":
+        """A copy with the size-dependent defaults filled in for ``patch_size``.
+
+        Raises ``ConfigError`` when the networks cannot be built for that size (it must be 4 * 2**n, at least
+        16) or when it has no default architecture and the size-dependent options were left unset.
+        """
+        stages = (patch_size // 4).bit_length() - 1
+        if patch_size < MIN_PATCH_SIZE or 4 * 2 ** stages != patch_size:
+            raise ConfigError("config", f"no architecture for {patch_size} px patches: the GAN needs 4 * 2**n "
+                                        f"pixels, at least {MIN_PATCH_SIZE} (defaults exist for "
+                                        f"{', '.join(map(str, SIZE_DEFAULTS))})")
+        missing = [name for name in _SIZED if getattr(self, name) is None]
+        if missing and patch_size not in SIZE_DEFAULTS:
+            raise ConfigError("config", f"no default architecture for {patch_size} px patches (defaults exist for "
+                                        f"{', '.join(map(str, SIZE_DEFAULTS))}); set "
+                                        f"{', '.join(name.replace('_', '-') for name in missing)}")
+        resolved = dataclasses.replace(self, **{name: SIZE_DEFAULTS[patch_size][name] for name in missing})
+        resolved.validate()
+        return resolved
+
+    def fixed_fields(self) -> list[str]:
+        """Names of the options that must match a checkpoint for the run to resume it."""
+        return [spec.name for spec in dataclasses.fields(self) if not spec.metadata.get("resumable")]

@@ -1,0 +1,344 @@
+"""The training loop of ``bioaug train``: run directory, resume, devices, DDP, logging and snapshots.
+
+Run directory (rank 0 writes it; the augment stage reads it)::
+
+    config.json            resolved config and provenance: store path and content hash, classes, patch size,
+                           seed, devices, package versions
+    checkpoint.pt          latest full training state (see bioaug.gan.checkpoint), replaced atomically
+    log.jsonl              append-only; one JSON object per line: run events and, every log_every steps,
+                           losses, discriminator scores, augment p, ADA r_t, images/s; per-class diversity at
+                           snapshots
+    samples/step-NNNNNN.png  EMA samples at every snapshot, fixed latents, one row per class
+    reals.png              real patches in the same layout, written when a run starts
+
+Exact resume: every source of randomness is either a pure function of (seed, step, rank) (the batches) or a
+generator whose state the checkpoint holds (latents and augmentation), and nothing that happens only at
+snapshots or checkpoints draws from those generators; so on the CPU a run killed and resumed ends with the
+same weights, bit for bit, as one that ran straight through.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..config import config_to_dict
+from ..errors import ConfigError
+from ..provenance import run_record, write_json_atomic
+from ..store import PatchStore
+from .augment import AugmentController, augment
+from .checkpoint import capture_rng, check_resumable, load_checkpoint, restore_rng, save_checkpoint
+from .config import TrainConfig
+from .data import ClassBalancedSampler, load_images
+from .distributed import Context, distributed
+from .diversity import COLLAPSE_RATIO, COLLAPSE_WARMUP, diversity_ratios, pairwise_diversity
+from .ema import ema_decay_at, update_ema
+from .grids import class_grid, write_png
+from .losses import discriminator_hinge_loss, generator_hinge_loss
+from .networks import build_discriminator, build_generator
+from .sampling import generate
+
+CONFIG_NAME = "config.json"
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.jsonl"
+SAMPLES_DIR = "samples"
+REALS_NAME = "reals.png"
+#: Samples per class for the diversity signal (and real patches per class it is compared with).
+DIVERSITY_SAMPLES = 32
+
+
+def sample_grid_path(run: str | Path, step: int) -> Path:
+    """Where the sample grid of ``step`` is written."""
+    return Path(run) / SAMPLES_DIR / f"step-{step:06d}.png"
+
+
+def train(store: PatchStore | str | Path, out: str | Path, config: TrainConfig | None = None, *,
+          new: bool = False, progress: bool = True) -> Path:
+    """Train the class-conditional GAN on the labelled patches of ``store``; return the run directory ``out``.
+
+    Resumes from ``out/checkpoint.pt`` when there is one, unless ``new`` (which starts over, replacing the
+    run's files). Under ``torchrun`` every rank calls this with the same arguments and the process group is
+    set up here; only rank 0 touches ``out``.
+
+    Raises ``StoreError`` for a store without labelled patches (or a class without any), ``ConfigError`` for
+    options no run can use (such as a patch size without an architecture) and ``CheckpointError`` for a
+    damaged checkpoint or one trained on other patches, classes or fixed options.
+    """
+    store = store if isinstance(store, PatchStore) else PatchStore(store)
+    config = (config or TrainConfig()).resolve(store.patch_size)
+    sampler = ClassBalancedSampler(store.labels, store.class_names, config.seed, source=store.path)
+    out = Path(out)
+    with distributed(config.device) as context:
+        if config.batch_size % context.world_size:
+            raise ConfigError("config", f"batch_size {config.batch_size} does not split over "
+                                        f"{context.world_size} ranks")
+        state = context.from_main(lambda: _open_run(out, store, config, new))
+        Trainer(store, out, config, sampler, context, progress=progress).run(state)
+    return out
+
+
+def _open_run(out: Path, store: PatchStore, config: TrainConfig, new: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None after clearing what an earlier run left (on rank 0)."""
+    checkpoint = out / CHECKPOINT_NAME
+    if checkpoint.exists() and not new:
+        state = load_checkpoint(checkpoint)
+        check_resumable(state, checkpoint, store, config)
+        return state
+    for name in (CONFIG_NAME, CHECKPOINT_NAME, LOG_NAME, REALS_NAME):
+        (out / name).unlink(missing_ok=True)
+    for grid in (out / SAMPLES_DIR).glob("step-*.png"):
+        grid.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _stream_seed(*parts: int) -> int:
+    """A 32-bit seed for one rank's training noise, independent of the seed that initialised the weights."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def _finite(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
+class Trainer:
+    """One process's share of a training run; build with :func:`train` rather than directly."""
+
+    def __init__(self, store: PatchStore, out: Path, config: TrainConfig, sampler: ClassBalancedSampler,
+                 context: Context, *, progress: bool) -> None:
+        self.store, self.out, self.config, self.sampler, self.context = store, out, config, sampler, context
+        self.progress = progress and context.is_main
+        self.device = context.device
+        self.bf16 = self._use_bf16()
+        classes, size = len(store.class_names), store.patch_size
+        _seed_everything(config.seed)  # identical initial weights on every rank
+        self.generator = build_generator(config, classes, size).to(self.device)
+        self.discriminator = build_discriminator(config, classes, size).to(self.device)
+        if config.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+            self.discriminator.to(memory_format=torch.channels_last)
+        self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
+        betas = (float(config.betas[0]), float(config.betas[1]))
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas)
+        self.augment = AugmentController(config, self.device)
+        self.step = 0
+
+    def _use_bf16(self) -> bool:
+        supported = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        if self.config.precision == "bf16" and not supported:
+            raise ConfigError("config", f"precision 'bf16' needs a CUDA device with bf16 support, not {self.device}")
+        return supported and self.config.precision != "fp32"
+
+    # -- state -------------------------------------------------------------------------------------------------
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint: weights, optimizers, step, augmentation and this rank's RNG states."""
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.ema.load_state_dict(state["generator_ema"])
+        self.opt_g.load_state_dict(state["optimizer_g"])
+        self.opt_d.load_state_dict(state["optimizer_d"])
+        self.step = int(state["step"])
+        self.augment.p = float(state["augment_p"])
+        if self.context.is_main:  # the sums were reduced over all ranks when saved: they count once
+            self.augment.sums.copy_(state["augment_signs"])
+        if len(state["rng"]) == self.context.world_size:
+            restore_rng(state["rng"][self.context.rank], self.device)
+        else:
+            warnings.warn(f"{self.out}: checkpoint written by {len(state['rng'])} ranks, resumed on "
+                          f"{self.context.world_size}: random streams restart, so this run will not repeat "
+                          f"one that ran straight through", RuntimeWarning)
+            _seed_everything(_stream_seed(self.config.seed, self.context.rank, self.step))
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint contents; a collective call (every rank contributes its RNG states)."""
+        rng = self.context.gather(capture_rng(self.device))
+        signs = self.context.all_reduce_sum(self.augment.sums.clone()).cpu()
+        return {
+            "step": self.step,
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "generator_ema": self.ema.state_dict(),
+            "optimizer_g": self.opt_g.state_dict(),
+            "optimizer_d": self.opt_d.state_dict(),
+            "augment_p": self.augment.p,
+            "augment_signs": signs,
+            "rng": rng,
+            "config": config_to_dict(self.config),
+            "class_names": self.store.class_names,
+            "patch_size": self.store.patch_size,
+            "store_sha256": self.store.content_hash,
+            "world_size": self.context.world_size,
+        }
+
+    def save(self) -> None:
+        """Write the checkpoint on rank 0; every rank leaves together, so a finished step is a saved step."""
+        state = self.state()
+        if self.context.is_main:
+            save_checkpoint(self.out / CHECKPOINT_NAME, state)
+        self.context.barrier()
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def run(self, state: dict[str, Any] | None) -> None:
+        """Train from scratch or from ``state`` up to ``config.steps``."""
+        if state is not None:
+            self.load(state)
+        else:
+            _seed_everything(_stream_seed(self.config.seed, self.context.rank))
+        start = self.step
+        if start >= self.config.steps:
+            if self.progress:
+                tqdm.write(f"{self.out}: already trained for {start} steps; raise steps to train further")
+            return
+        generator, discriminator = self.generator, self.discriminator
+        if self.config.compile:
+            generator.compile()
+            discriminator.compile()
+        if self.context.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            generator = DistributedDataParallel(generator, device_ids=ids)
+            discriminator = DistributedDataParallel(discriminator, device_ids=ids)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        real_diversity = self._begin(start, resumed=state is not None)
+        totals = torch.zeros(4, device=self.device)
+        interval_start, paused, interval_steps = time.perf_counter(), 0.0, 0
+        with tqdm(total=self.config.steps, initial=start, unit="step", desc="train", disable=not self.progress,
+                  dynamic_ncols=True) as bar:
+            while self.step < self.config.steps:
+                totals += self._train_step(generator, discriminator)
+                self.step += 1
+                interval_steps += 1
+                bar.update(1)
+                if self.step % self.augment.interval == 0:
+                    self.augment.adjust(self.context.all_reduce_sum)
+                last = self.step == self.config.steps
+                record: dict[str, Any] = {}
+                if self.step % self.config.log_every == 0 or last:
+                    seconds = time.perf_counter() - interval_start - paused
+                    record = self._losses(totals / interval_steps, interval_steps, seconds)
+                    bar.set_postfix({"img/s": f"{record['images_per_s']:.0f}", "D": f"{record['loss_d']:.3f}",
+                                     "G": f"{record['loss_g']:.3f}", "p": f"{self.augment.p:.2f}"})
+                    totals.zero_()
+                    interval_start, paused, interval_steps = time.perf_counter(), 0.0, 0
+                pause_start = time.perf_counter()
+                if (self.step % self.config.snapshot_every == 0 or last) and self.context.is_main:
+                    record.update(self._snapshot(real_diversity))
+                if record and self.context.is_main:
+                    self._log({"step": self.step, **record})
+                if self.step % self.config.checkpoint_every == 0 or last:
+                    self.save()
+                paused += time.perf_counter() - pause_start
+        if self.context.is_main:
+            self._log({"event": "end", "step": self.step, "time": _now()})
+
+    def _train_step(self, generator: torch.nn.Module, discriminator: torch.nn.Module) -> torch.Tensor:
+        """One discriminator and one generator update; returns (loss_d, loss_g, D(real), D(fake)) means."""
+        config, device = self.config, self.device
+        indices, labels = self.sampler.batch(self.step, config.batch_size, self.context.rank,
+                                             self.context.world_size)
+        real = load_images(self.store, indices, device, channels_last=config.channels_last)
+        labels = torch.from_numpy(labels).to(device)
+        latents = torch.randn(len(labels), config.z_dim, device=device)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        with autocast:
+            fake = generator(latents, labels)
+            scores = discriminator(augment(torch.cat([real, fake.detach()]), self.augment.p, config.augment),
+                                   torch.cat([labels, labels])).float()
+        real_scores, fake_scores = scores.chunk(2)
+        loss_d = discriminator_hinge_loss(real_scores, fake_scores)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        self.augment.observe(real_scores)
+        # the generator's update goes through the bare discriminator with frozen weights: no gradient for D
+        # is computed, and none is all-reduced
+        self.discriminator.requires_grad_(False)
+        with autocast:
+            loss_g = generator_hinge_loss(self.discriminator(augment(fake, self.augment.p, config.augment),
+                                                             labels).float())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.discriminator.requires_grad_(True)
+        update_ema(self.ema, self.generator, ema_decay_at(self.step, config.ema_decay))
+        return torch.stack([loss_d.detach(), loss_g.detach(), real_scores.detach().mean(),
+                            fake_scores.detach().mean()])
+
+    # -- what a person watches -----------------------------------------------------------------------------------
+
+    def _begin(self, start: int, *, resumed: bool) -> list[float]:
+        """Record the run (rank 0): config.json, reals.png, a start or resume event. Returns real diversity."""
+        if not self.context.is_main:
+            return []
+        chosen = [np.random.default_rng([self.config.seed, label]).permutation(members)[:DIVERSITY_SAMPLES]
+                  for label, members in enumerate(self.sampler.members)]
+        reals = [self.store.images(np.sort(indices)) for indices in chosen]
+        real_diversity = [pairwise_diversity(images) for images in reals]
+        record = run_record(config_to_dict(self.config), inputs={
+            "store": str(self.store.path.resolve()), "store_sha256": self.store.content_hash})
+        record.update({"class_names": self.store.class_names, "patch_size": self.store.patch_size,
+                       "class_counts": [len(members) for members in self.sampler.members],
+                       "training_slides": sorted(set(map(str, self.store.slides))),
+                       "seed": self.config.seed, "device": str(self.device),
+                       "precision": "bf16" if self.bf16 else "fp32", "world_size": self.context.world_size,
+                       "start_step": start})
+        write_json_atomic(self.out / CONFIG_NAME, record)
+        if not resumed or not (self.out / REALS_NAME).exists():
+            write_png(class_grid(reals, self.store.class_names, self.config.grid_columns), self.out / REALS_NAME)
+        if resumed and self.progress:
+            tqdm.write(f"{self.out}: resuming from step {start}")
+        self._log({"event": "resume" if resumed else "start", "step": start, "time": _now(),
+                   "world_size": self.context.world_size, "device": str(self.device),
+                   "real_diversity": dict(zip(self.store.class_names, map(_finite, real_diversity)))})
+        return real_diversity
+
+    def _losses(self, means: torch.Tensor, steps: int, seconds: float) -> dict[str, Any]:
+        loss_d, loss_g, d_real, d_fake = means.tolist()
+        return {"loss_d": _finite(loss_d), "loss_g": _finite(loss_g), "d_real": _finite(d_real),
+                "d_fake": _finite(d_fake), "augment_p": _finite(self.augment.p, 5),
+                "ada_rt": _finite(self.augment.last_rt),
+                "images_per_s": round(steps * self.config.batch_size / max(seconds, 1e-9), 1)}
+
+    def _snapshot(self, real_diversity: list[float]) -> dict[str, Any]:
+        """Write this step's sample grid and measure per-class diversity; warn on collapsing classes."""
+        names, columns = self.store.class_names, self.config.grid_columns
+        grid = generate(self.ema, np.repeat(np.arange(len(names)), columns), seed=self.config.seed)
+        path = sample_grid_path(self.out, self.step)
+        write_png(class_grid(np.split(grid, len(names)), names, columns), path)
+        fakes = generate(self.ema, np.repeat(np.arange(len(names)), DIVERSITY_SAMPLES), seed=self.config.seed + 1)
+        ratios = diversity_ratios(np.split(fakes, len(names)), real_diversity)
+        for name, ratio in zip(names, ratios):
+            if self.step >= COLLAPSE_WARMUP and ratio < COLLAPSE_RATIO:
+                warnings.warn(f"{self.out}: at step {self.step} samples of class {name!r} are {ratio:.2f} times "
+                              f"as diverse as its real patches: the generator may be collapsing",
+                              RuntimeWarning)
+        return {"diversity": dict(zip(names, map(_finite, ratios))),
+                "samples": str(path.relative_to(self.out))}
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out / LOG_NAME, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
