@@ -7,7 +7,11 @@ Heavy modules (torch, OpenSlide) are imported only when a function that needs th
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# albumentations otherwise asks the package index for updates on import; bioaug never touches the network.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 __version__ = "0.1.0"
 
@@ -21,6 +25,8 @@ _LAZY = {
     "detect_nuclei": "bioaug.nuclei",
     "write_example_slide": "bioaug.example",
     "BioaugError": "bioaug.errors",
+    "train": "bioaug.gan",
+    "TrainConfig": "bioaug.gan",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,0 +1,127 @@
+"""The command line: help, dry runs, and one-line errors with no partial output for bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bioaug.cli import EXIT_BAD_INPUT, main
+from bioaug.example import write_example_slide
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    return write_example_slide(tmp_path_factory.mktemp("slide") / "example.tiff", width=1024, height=768, seed=5)
+
+
+def run_bad(capsys, argv, out, *names):
+    """Run the CLI, expecting exit 2, one error line naming each of ``names``, and no store written."""
+    assert main(argv) == EXIT_BAD_INPUT
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bioaug: error:")]
+    assert len(errors) == 1, errors
+    for name in names:
+        assert name in errors[0], errors[0]
+    assert not out.exists(), "a partial store was left behind"
+    return errors[0]
+
+
+def test_missing_file(tmp_path, capsys):
+    run_bad(capsys, ["tile", str(tmp_path / "nope.svs"), "--out", str(tmp_path / "s")], tmp_path / "s", "nope.svs")
+
+
+def test_text_file_named_svs(tmp_path, capsys):
+    fake = tmp_path / "fake.svs"
+    fake.write_text("this is not a slide\n")
+    line = run_bad(capsys, ["tile", str(fake), "--out", str(tmp_path / "s")], tmp_path / "s", "fake.svs")
+    assert "cannot read" in line or "not a slide" in line
+
+
+def test_truncated_slide(example, tmp_path, capsys):
+    broken = tmp_path / "broken.tiff"
+    data = example.path.read_bytes()
+    broken.write_bytes(data[: len(data) * 6 // 10])
+    line = run_bad(capsys, ["tile", str(broken), "--out", str(tmp_path / "s")], tmp_path / "s", "broken.tiff")
+    assert "truncated" in line or "damaged" in line
+
+
+def test_no_mpp(tmp_path, capsys):
+    plain = tmp_path / "plain.png"
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(plain)
+    line = run_bad(capsys, ["tile", str(plain), "--out", str(tmp_path / "s")], tmp_path / "s", "plain.png")
+    assert "--slide-mpp" in line
+
+
+def test_empty_tissue(tmp_path, capsys):
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((600, 600, 3), 243, np.uint8)).save(blank)
+    line = run_bad(capsys, ["tile", str(blank), "--slide-mpp", "0.5", "--out", str(tmp_path / "s")],
+                   tmp_path / "s", "blank.png")
+    assert "no tissue" in line
+
+
+def test_points_outside_the_slide(example, tmp_path, capsys):
+    points = tmp_path / "points.csv"
+    points.write_text("slide,x,y,label\nexample.tiff,10,10,a\nexample.tiff,5000,20,b\n")
+    line = run_bad(capsys, ["tile", str(example.path), "--label-by", "points", "--labels", str(points),
+                            "--out", str(tmp_path / "s")], tmp_path / "s", "points.csv")
+    assert "outside the slide" in line
+
+
+def test_csv_without_needed_columns(example, tmp_path, capsys):
+    points = tmp_path / "points.csv"
+    points.write_text("slide,x,label\nexample.tiff,10,a\n")
+    line = run_bad(capsys, ["tile", str(example.path), "--label-by", "points", "--labels", str(points),
+                            "--out", str(tmp_path / "s")], tmp_path / "s", "points.csv")
+    assert "needs columns" in line and "y" in line
+
+
+def test_unknown_option_value_is_a_one_line_error(example, tmp_path, capsys):
+    run_bad(capsys, ["tile", str(example.path), "--patch-size", "4", "--out", str(tmp_path / "s")],
+            tmp_path / "s", "--patch-size")
+
+
+def test_dry_run_prints_resolved_config(tmp_path, capsys):
+    config = tmp_path / "tile.yaml"
+    config.write_text("patch_size: 64\nmpp: 0.25\n")
+    assert main(["tile", "x.svs", "--out", str(tmp_path / "s"), "--config", str(config), "--mpp", "0.5",
+                 "--dry-run"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["patch_size"] == 64 and resolved["mpp"] == 0.5
+
+
+def test_config_file_with_unknown_key(tmp_path, capsys):
+    config = tmp_path / "tile.yaml"
+    config.write_text("patch_sise: 64\n")
+    run_bad(capsys, ["tile", "x.svs", "--out", str(tmp_path / "s"), "--config", str(config)], tmp_path / "s",
+            "tile.yaml", "patch_sise")
+
+
+def test_console_script_exit_code_and_single_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bioaug.cli", "tile", str(tmp_path / "missing.ndpi"),
+                             "--out", str(tmp_path / "s")], capture_output=True, text=True)
+    assert result.returncode == EXIT_BAD_INPUT
+    assert result.stderr.strip().splitlines() == [f"bioaug: error: {tmp_path / 'missing.ndpi'}: no such file"]
+
+
+def test_cli_tiles_and_reports(example, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["tile", str(example.path), "--label-by", "points", "--labels", str(example.nuclei_csv),
+                 "--out", str(out), "--quiet"]) == 0
+    assert "patches of 32 px at 0.5" in capsys.readouterr().out
+    shutil.rmtree(out / "qc")
+    assert main(["tile", str(example.path), "--label-by", "points", "--labels", str(example.nuclei_csv),
+                 "--out", str(out), "--quiet"]) == 0
+    assert (out / "qc" / "example.tiff.png").is_file()
+
+
+def test_help_lists_every_tile_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["tile", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--patch-size", "--mpp", "--slide-mpp", "--label-by", "--labels", "--clusters", "--workers"):
+        assert flag in text
