@@ -1,0 +1,62 @@
+"""A registry of MONAI classification networks addressable by name from a config.
+
+Every network takes 2D RGB input, ends in ``n_classes`` logits and starts from random weights
+(``pretrained=False``): bioaug never downloads weights. ResNets use a stride-2 first convolution
+(``conv1_t_stride=2``), the usual choice that costs a quarter of MONAI's stride-1 default on small patches.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ConfigError
+
+
+def _resnet(depth: int, n_classes: int) -> nn.Module:
+    from monai.networks import nets
+
+    factory = getattr(nets, f"resnet{depth}")
+    return factory(pretrained=False, spatial_dims=2, n_input_channels=3, num_classes=n_classes,
+                   conv1_t_stride=2)
+
+
+def _densenet(name: str, n_classes: int) -> nn.Module:
+    from monai.networks import nets
+
+    factory = {"densenet121": nets.DenseNet121, "densenet169": nets.DenseNet169}[name]
+    return factory(spatial_dims=2, in_channels=3, out_channels=n_classes, pretrained=False)
+
+
+def _efficientnet(name: str, n_classes: int) -> nn.Module:
+    from monai.networks.nets import EfficientNetBN
+
+    return EfficientNetBN(name, pretrained=False, spatial_dims=2, in_channels=3, num_classes=n_classes)
+
+
+NETWORKS: dict[str, Callable[[int], nn.Module]] = {
+    "densenet121": partial(_densenet, "densenet121"),
+    "densenet169": partial(_densenet, "densenet169"),
+    "resnet18": partial(_resnet, 18),
+    "resnet34": partial(_resnet, 34),
+    "resnet50": partial(_resnet, 50),
+    "efficientnet-b0": partial(_efficientnet, "efficientnet-b0"),
+    "efficientnet-b1": partial(_efficientnet, "efficientnet-b1"),
+}
+"""Network name -> factory taking the number of classes."""
+
+
+def build_network(name: str, n_classes: int) -> nn.Module:
+    """A freshly initialised MONAI network ``name`` mapping (N, 3, H, W) images to (N, n_classes) logits.
+
+    Raises
+    ------
+    ConfigError
+        When ``name`` is not registered (the message lists the valid names) or ``n_classes`` < 2.
+    """
+    if name not in NETWORKS:
+        raise ConfigError("network", f"unknown network {name!r}; valid: {', '.join(NETWORKS)}")
+    if n_classes < 2:
+        raise ConfigError("network", f"a classifier needs at least 2 classes, got {n_classes}")
+    return NETWORKS[name](n_classes)

@@ -1,0 +1,102 @@
+"""Classification metrics from true labels and predicted probabilities, computed as scikit-learn does.
+
+Small test folds often miss a class; every metric here stays defined then (per-class values become NaN,
+macro ROC AUC averages the classes that can be scored) instead of raising halfway through a benchmark.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, roc_auc_score
+
+
+def _inputs(y_true: Sequence[int], y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_prob = np.asarray(y_true, dtype=np.int64), np.asarray(y_prob, dtype=np.float64)
+    if y_prob.ndim != 2 or len(y_prob) != len(y_true):
+        raise ValueError(f"expected (N, n_classes) probabilities for {len(y_true)} labels, got {y_prob.shape}")
+    if len(y_true) and (y_true.min() < 0 or y_true.max() >= y_prob.shape[1]):
+        raise ValueError(f"labels must lie in [0, {y_prob.shape[1]}), got {y_true.min()}..{y_true.max()}")
+    return y_true, y_prob
+
+
+@contextmanager
+def _missing_classes_allowed() -> Iterator[None]:
+    """Silence scikit-learn's warning for predicted classes absent from a small test fold (expected here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        yield
+
+
+def roc_auc_ovr(y_true: Sequence[int], y_prob: np.ndarray) -> float:
+    """Macro one-vs-rest ROC AUC over the classes that have both positives and negatives in ``y_true``.
+
+    Equals ``roc_auc_score(y_true, y_prob, multi_class="ovr", average="macro")`` when every class occurs
+    (and ``roc_auc_score(y_true, y_prob[:, 1])`` for two classes); NaN when no class can be scored.
+    """
+    y_true, y_prob = _inputs(y_true, y_prob)
+    scores = [roc_auc_score(y_true == k, y_prob[:, k]) for k in range(y_prob.shape[1])
+              if 0 < (y_true == k).sum() < len(y_true)]
+    if y_prob.shape[1] == 2:
+        scores = scores[1:]  # binary AUC is symmetric; count it once
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+SCALAR_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": lambda y, p: float(accuracy_score(y, p.argmax(axis=1))),
+    "balanced_accuracy": lambda y, p: float(balanced_accuracy_score(y, p.argmax(axis=1))),
+    "macro_f1": lambda y, p: float(f1_score(y, p.argmax(axis=1), average="macro", zero_division=0)),
+    "weighted_f1": lambda y, p: float(f1_score(y, p.argmax(axis=1), average="weighted", zero_division=0)),
+    "roc_auc": roc_auc_ovr,
+}
+"""Metric name -> function of (y_true, y_prob) returning one number; the columns of every results table."""
+
+
+def scalar_metric(name: str, y_true: Sequence[int], y_prob: np.ndarray) -> float:
+    """One metric from ``SCALAR_METRICS`` by name."""
+    if name not in SCALAR_METRICS:
+        raise ValueError(f"unknown metric {name!r}; valid: {', '.join(SCALAR_METRICS)}")
+    with _missing_classes_allowed():
+        return SCALAR_METRICS[name](*_inputs(y_true, y_prob))
+
+
+def per_class_rates(y_true: Sequence[int], y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sensitivity, specificity, confusion matrix) per class, from the argmax prediction.
+
+    Sensitivity of a class absent from ``y_true`` is NaN, as is specificity when every sample is that class.
+    The confusion matrix has true classes in rows, predicted in columns, over all ``n_classes``.
+    """
+    y_true, y_prob = _inputs(y_true, y_prob)
+    n_classes = y_prob.shape[1]
+    matrix = confusion_matrix(y_true, y_prob.argmax(axis=1), labels=np.arange(n_classes))
+    true_positive = np.diag(matrix).astype(np.float64)
+    positives = matrix.sum(axis=1).astype(np.float64)
+    negatives = len(y_true) - positives
+    true_negative = negatives - (matrix.sum(axis=0) - true_positive)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sensitivity = np.where(positives > 0, true_positive / positives, np.nan)
+        specificity = np.where(negatives > 0, true_negative / negatives, np.nan)
+    return sensitivity, specificity, matrix
+
+
+def classification_metrics(y_true: Sequence[int], y_prob: np.ndarray,
+                           class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Every metric of the report for one test set, JSON-ready.
+
+    Returns the ``SCALAR_METRICS`` as floats, plus ``sensitivity`` and ``specificity`` as
+    ``{class name: value}`` and ``confusion_matrix`` as nested lists (rows true, columns predicted).
+    """
+    y_true, y_prob = _inputs(y_true, y_prob)
+    names = list(class_names) if class_names is not None else [str(k) for k in range(y_prob.shape[1])]
+    if len(names) != y_prob.shape[1]:
+        raise ValueError(f"{len(names)} class names for {y_prob.shape[1]} probability columns")
+    with _missing_classes_allowed():
+        result: dict[str, Any] = {name: metric(y_true, y_prob) for name, metric in SCALAR_METRICS.items()}
+    sensitivity, specificity, matrix = per_class_rates(y_true, y_prob)
+    result["sensitivity"] = dict(zip(names, map(float, sensitivity)))
+    result["specificity"] = dict(zip(names, map(float, specificity)))
+    result["confusion_matrix"] = matrix.tolist()
+    return result

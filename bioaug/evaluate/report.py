@@ -1,0 +1,329 @@
+"""The evaluation report: ``report.md``, ``report.json``, a booktabs LaTeX table and PNG figures.
+
+Input is a results table, one row per run (cell): ``arm``, ``budget``, ``seed``, ``fold`` and the metric values,
+as ``classification_metrics`` returns them (so rows may also carry ``confusion_matrix``, ``sensitivity`` and
+``specificity``). Every file is written to a temporary name and renamed, so an interrupted run never leaves a
+half report beside complete ones.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..provenance import package_versions, write_json_atomic
+from .metrics import SCALAR_METRICS
+from .stats import paired_test, summarize
+
+REPORT_FILES = {"markdown": "report.md", "json": "report.json", "latex": "table.tex",
+                "budget_figure": "budget_curves.png", "confusion_figure": "confusion_matrices.png",
+                "samples_figure": "samples.png"}
+METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "macro_f1": "Macro-F1",
+                 "weighted_f1": "Weighted F1", "roc_auc": "ROC AUC"}
+
+
+@contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it once the block completes without error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with _atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _ordered(values: Sequence[Any]) -> list[Any]:
+    return list(dict.fromkeys(values))
+
+
+def summarize_results(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[str] = tuple(SCALAR_METRICS),
+                      references: Sequence[str] = ("real", "classic"), confidence: float = 0.95,
+                      n_resamples: int = 2000, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Per arm × budget × metric summaries over runs, and paired tests of each arm against each reference.
+
+    Pairs are matched on (seed, fold) within a budget. References absent from ``rows`` are skipped.
+
+    Returns
+    -------
+    dict
+        ``summaries``: dicts with arm, budget, metric and the ``Summary`` fields; ``comparisons``: dicts with
+        arm, reference, budget, metric and the ``PairedTest`` fields.
+    """
+    arms = _ordered([row["arm"] for row in rows])
+    budgets = sorted({float(row["budget"]) for row in rows})
+    summaries, comparisons = [], []
+    for budget in budgets:
+        for metric in metrics:
+            cells = {arm: {(row["seed"], row["fold"]): float(row[metric]) for row in rows
+                           if row["arm"] == arm and float(row["budget"]) == budget} for arm in arms}
+            for arm in arms:
+                if cells[arm]:
+                    summary = summarize(list(cells[arm].values()), confidence=confidence,
+                                        n_resamples=n_resamples, seed=seed)
+                    summaries.append({"arm": arm, "budget": budget, "metric": metric, **summary.to_dict()})
+            compared: set[str] = set()
+            for reference in (r for r in references if cells.get(r)):
+                compared.add(reference)  # each pair of references is tested once, against the first listed
+                for arm in (a for a in arms if a not in compared and cells[a]):
+                    test = paired_test(cells[arm], cells[reference])
+                    comparisons.append({"arm": arm, "reference": reference, "budget": budget, "metric": metric,
+                                        **test.to_dict()})
+    return {"summaries": summaries, "comparisons": comparisons}
+
+
+def _number(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if np.isfinite(value) else "–"
+
+
+def _cell(summary: Mapping[str, Any]) -> str:
+    return (f"{_number(summary['mean'])} ± {_number(summary['sd'])} "
+            f"[{_number(summary['ci_low'])}, {_number(summary['ci_high'])}]")
+
+
+def _p_value(value: float) -> str:
+    return "–" if not np.isfinite(value) else ("<0.001" if value < 0.001 else f"{value:.3f}")
+
+
+def _budget(value: float) -> str:
+    return f"{100 * value:g}%"
+
+
+def _markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in body), ""]
+
+
+def _per_class_lines(rows: Sequence[Mapping[str, Any]], budget: float) -> list[str]:
+    """Mean per-class sensitivity and specificity per arm at ``budget``, when rows carry them."""
+    chosen = [row for row in rows if float(row["budget"]) == budget and "sensitivity" in row]
+    if not chosen:
+        return []
+    classes = list(chosen[0]["sensitivity"])
+    body = []
+    for arm in _ordered([row["arm"] for row in chosen]):
+        runs = [row for row in chosen if row["arm"] == arm]
+        body.append([arm] + [f"{_number(np.nanmean([r[kind][name] for r in runs]))}"
+                             for name in classes for kind in ("sensitivity", "specificity")])
+    header = ["arm"] + [f"{name} {kind}" for name in classes for kind in ("sens.", "spec.")]
+    return [f"## Per-class sensitivity and specificity (budget {_budget(budget)}, mean over runs)", "",
+            *_markdown_table(header, body)]
+
+
+def render_markdown(summary: Mapping[str, list[dict[str, Any]]], rows: Sequence[Mapping[str, Any]], *,
+                    metrics: Sequence[str], protocol: Mapping[str, Any], provenance: Mapping[str, Any],
+                    versions: Mapping[str, str], fidelity: Mapping[str, Mapping[str, Any]] | None,
+                    figures: Sequence[str], confidence: float) -> str:
+    """The text of ``report.md``: protocol, result tables, paired tests, fidelity, provenance, figures."""
+    lines = ["# bioaug evaluation report", "", "## Protocol", "",
+             "Splits are grouped by slide (or image/patient): no group contributes patches to both training and "
+             "test. Folds are stratified by class where possible; validation slides come from the training side; "
+             "a label budget keeps a fraction of the training slides. Every arm uses the same splits and seeds. "
+             "Generators for synthetic arms are trained on their fold's training slides only (checked). Cells "
+             f"show mean ± sd over runs (seeds × folds) [{100 * confidence:g}% percentile bootstrap CI of the mean].",
+             ""]
+    lines += [f"- **{key}**: {value}" for key, value in protocol.items()] + [""]
+    by_key = {(s["arm"], s["budget"], s["metric"]): s for s in summary["summaries"]}
+    arms = _ordered([s["arm"] for s in summary["summaries"]])
+    budgets = sorted({s["budget"] for s in summary["summaries"]})
+    for budget in budgets:
+        body = [[arm, str(by_key[(arm, budget, metrics[0])]["n"])]
+                + [_cell(by_key[(arm, budget, m)]) for m in metrics]
+                for arm in arms if (arm, budget, metrics[0]) in by_key]
+        lines += [f"## Results, label budget {_budget(budget)}", "",
+                  *_markdown_table(["arm", "runs", *(METRIC_LABELS.get(m, m) for m in metrics)], body)]
+    if summary["comparisons"]:
+        body = [[c["arm"], c["reference"], _budget(c["budget"]), METRIC_LABELS.get(c["metric"], c["metric"]),
+                 str(c["n"]), f"{c['mean_difference']:+.3f}" if np.isfinite(c["mean_difference"]) else "–",
+                 _p_value(c["wilcoxon_p"]), _p_value(c["t_p"])] for c in summary["comparisons"]]
+        lines += ["## Paired comparisons (arm − reference over matched seed × fold cells)", "",
+                  *_markdown_table(["arm", "reference", "budget", "metric", "n", "Δ mean", "Wilcoxon p",
+                                    "paired t p"], body)]
+    if budgets:
+        lines += _per_class_lines(rows, budgets[-1])
+    if fidelity:
+        names = _ordered([key for values in fidelity.values() for key in values])
+        body = [[source] + [_number(values[n]) if isinstance(values.get(n), float) else str(values.get(n, "–"))
+                            for n in names] for source, values in fidelity.items()]
+        lines += ["## Generator quality (features of a classifier trained on real training patches)", "",
+                  *_markdown_table(["generator", *names], body)]
+    lines += ["## Provenance", ""]
+    lines += [f"- **{key}**: {value}" for key, value in provenance.items()]
+    lines += [f"- **versions**: {', '.join(f'{k} {v}' for k, v in versions.items())}", ""]
+    if figures:
+        lines += ["## Figures", "", *(f"![{Path(f).stem}]({f})" for f in figures), ""]
+    return "\n".join(lines)
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def render_latex(summary: Mapping[str, list[dict[str, Any]]], *, metrics: Sequence[str],
+                 caption: str = "Classifier performance per arm and label budget (mean $\\pm$ sd over runs).",
+                 label: str = "tab:bioaug") -> str:
+    """A booktabs table (arm × budget rows, metric columns, mean ± sd), ready for ``\\input`` in a paper."""
+    by_key = {(s["arm"], s["budget"], s["metric"]): s for s in summary["summaries"]}
+    arms = _ordered([s["arm"] for s in summary["summaries"]])
+    budgets = sorted({s["budget"] for s in summary["summaries"]})
+    header = " & ".join(["Budget", "Arm", *(METRIC_LABELS.get(m, m) for m in metrics)])
+    lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}", f"\\label{{{label}}}",
+             r"\begin{tabular}{ll" + "c" * len(metrics) + "}", r"\toprule", header + r" \\", r"\midrule"]
+    for index, budget in enumerate(budgets):
+        if index:
+            lines.append(r"\midrule")
+        for arm in arms:
+            if (arm, budget, metrics[0]) not in by_key:
+                continue
+            values = [by_key[(arm, budget, m)] for m in metrics]
+            cells = [f"${_number(v['mean'])} \\pm {_number(v['sd'])}$" for v in values]
+            lines.append(" & ".join([_latex_escape(_budget(budget)), _latex_escape(arm), *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _save_figure(figure: Any, path: Path) -> None:
+    with _atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def plot_budget_curves(summary: Mapping[str, list[dict[str, Any]]], path: Path, *, metrics: Sequence[str]) -> None:
+    """Each metric against label budget, one line per arm with its bootstrap CI as a band."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4 * len(metrics), 3.4))
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    arms = _ordered([s["arm"] for s in summary["summaries"]])
+    for axis, metric in zip(axes, metrics):
+        for arm in arms:
+            points = sorted((s for s in summary["summaries"] if s["arm"] == arm and s["metric"] == metric),
+                            key=lambda s: s["budget"])
+            budgets = [100 * s["budget"] for s in points]
+            line, = axis.plot(budgets, [s["mean"] for s in points], marker="o", label=arm)
+            axis.fill_between(budgets, [s["ci_low"] for s in points], [s["ci_high"] for s in points],
+                              color=line.get_color(), alpha=0.2, linewidth=0)
+        axis.set_xlabel("label budget (% of training slides)")
+        axis.set_title(METRIC_LABELS.get(metric, metric))
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    _save_figure(figure, path)
+
+
+def plot_confusion_matrices(matrices: Mapping[str, np.ndarray], class_names: Sequence[str], path: Path) -> None:
+    """Row-normalised confusion matrices (true rows, predicted columns), one panel per arm."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(3.6 * len(matrices), 3.4))
+    axes = figure.subplots(1, len(matrices), squeeze=False)[0]
+    for axis, (arm, matrix) in zip(axes, matrices.items()):
+        matrix = np.asarray(matrix, dtype=np.float64)
+        rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        axis.imshow(rates, vmin=0, vmax=1, cmap="Blues")
+        for (row, column), value in np.ndenumerate(rates):
+            axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                      color="white" if value > 0.5 else "black")
+        ticks = np.arange(len(class_names))
+        axis.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=7)
+        axis.set_yticks(ticks, class_names, fontsize=7)
+        axis.set_xlabel("predicted")
+        axis.set_title(arm)
+    axes[0].set_ylabel("true")
+    _save_figure(figure, path)
+
+
+def _mosaic(images: np.ndarray, columns: int) -> np.ndarray:
+    """(N, H, W, 3) patches tiled row by row into one image, padding the last row with white."""
+    rows = -(-len(images) // columns)
+    padded = np.full((rows * columns, *images.shape[1:]), 255, dtype=np.uint8)
+    padded[:len(images)] = images
+    height, width = images.shape[1:3]
+    return padded.reshape(rows, columns, height, width, 3).swapaxes(1, 2).reshape(rows * height, columns * width, 3)
+
+
+def plot_sample_grids(real: np.ndarray, synthetic: np.ndarray, path: Path, *, columns: int = 8) -> None:
+    """Real and synthetic patches as two grids side by side (the first ``columns²`` of each)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 5))
+    for axis, (title, images) in zip(figure.subplots(1, 2), (("real", real), ("synthetic", synthetic))):
+        axis.imshow(_mosaic(np.asarray(images, dtype=np.uint8)[:columns * columns], columns))
+        axis.set_title(title)
+        axis.axis("off")
+    _save_figure(figure, path)
+
+
+def write_report(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], *, class_names: Sequence[str],
+                 protocol: Mapping[str, Any], provenance: Mapping[str, Any],
+                 metrics: Sequence[str] = tuple(SCALAR_METRICS), references: Sequence[str] = ("real", "classic"),
+                 fidelity: Mapping[str, Mapping[str, Any]] | None = None,
+                 samples: tuple[np.ndarray, np.ndarray] | None = None, confidence: float = 0.95,
+                 n_resamples: int = 2000, seed: int = 0) -> dict[str, Path]:
+    """Write the full report into ``out_dir`` and return {kind: path} of the files written.
+
+    Parameters
+    ----------
+    rows
+        One mapping per run with ``arm``, ``budget``, ``seed``, ``fold`` and every name in ``metrics``;
+        optional ``confusion_matrix`` (summed per arm at the largest budget for the figure), ``sensitivity``
+        and ``specificity`` (per-class tables).
+    class_names
+        Class names, for confusion-matrix axes.
+    protocol
+        What was run (folds, budgets, seeds, arms, network, epochs, ...), listed in the report.
+    provenance
+        Hashes (stores, checkpoints, feature network), seeds and config, listed in the report and JSON.
+    fidelity
+        Generator name -> ``fidelity_metrics`` result, tabled when given.
+    samples
+        (real, synthetic) uint8 patches for the side-by-side sample figure.
+    confidence, n_resamples, seed
+        Bootstrap settings for the confidence intervals (seeded, so the report is reproducible).
+    """
+    out_dir = Path(out_dir)
+    if not rows:
+        raise ValueError("no results to report")
+    summary = summarize_results(rows, metrics=metrics, references=references, confidence=confidence,
+                                n_resamples=n_resamples, seed=seed)
+    written: dict[str, Path] = {}
+    plot_budget_curves(summary, out_dir / REPORT_FILES["budget_figure"], metrics=metrics)
+    written["budget_figure"] = out_dir / REPORT_FILES["budget_figure"]
+    largest = max(float(row["budget"]) for row in rows)
+    matrices: dict[str, np.ndarray] = {}
+    for row in rows:
+        if "confusion_matrix" in row and float(row["budget"]) == largest:
+            matrix = np.asarray(row["confusion_matrix"])
+            matrices[row["arm"]] = matrices.get(row["arm"], 0) + matrix
+    if matrices:
+        plot_confusion_matrices(matrices, class_names, out_dir / REPORT_FILES["confusion_figure"])
+        written["confusion_figure"] = out_dir / REPORT_FILES["confusion_figure"]
+    if samples is not None:
+        plot_sample_grids(*samples, out_dir / REPORT_FILES["samples_figure"])
+        written["samples_figure"] = out_dir / REPORT_FILES["samples_figure"]
+    versions = package_versions()
+    figures = [path.name for path in written.values()]
+    _write_text(out_dir / REPORT_FILES["latex"], render_latex(summary, metrics=metrics))
+    written["latex"] = out_dir / REPORT_FILES["latex"]
+    write_json_atomic(out_dir / REPORT_FILES["json"], {
+        "protocol": dict(protocol), "provenance": dict(provenance), "versions": versions, "confidence": confidence,
+        "class_names": list(class_names), "metrics": list(metrics), **summary,
+        "fidelity": dict(fidelity or {}), "runs": [dict(row) for row in rows]})
+    written["json"] = out_dir / REPORT_FILES["json"]
+    _write_text(out_dir / REPORT_FILES["markdown"], render_markdown(
+        summary, rows, metrics=metrics, protocol=protocol, provenance=provenance, versions=versions,
+        fidelity=fidelity, figures=figures, confidence=confidence))
+    written["markdown"] = out_dir / REPORT_FILES["markdown"]
+    return written

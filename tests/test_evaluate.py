@@ -1,0 +1,265 @@
+"""bioaug.evaluate: grouped splits, metrics against scikit-learn, statistics, fidelity, leakage, baseline, report."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
+                             recall_score, roc_auc_score)
+
+from bioaug.errors import BioaugError, CheckpointError, ConfigError
+from bioaug.evaluate import (bootstrap_ci, bootstrap_metric_ci, check_disjoint_groups, check_generator_leakage,
+                             check_generator_store, classification_metrics, colour_baseline, colour_features,
+                             fidelity_metrics, frechet_distance, generator_training_slides, grouped_folds,
+                             kernel_distance, label_budget, paired_test, precision_recall, roc_auc_ovr, summarize,
+                             two_sample_accuracy, validation_split, write_report)
+
+
+def _patches(n_groups: int, per_group: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and slide names where each slide holds a random mix of classes."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat([f"slide{g}" for g in range(n_groups)], per_group).astype(object)
+    return rng.integers(0, n_classes, n_groups * per_group), groups
+
+
+# --- splits -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_groups, per_group, n_classes, n_folds", [
+    (6, 10, 3, 2), (10, 7, 4, 5), (5, 3, 2, 5), (12, 20, 6, 3)])
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_grouped_folds_never_share_a_slide(n_groups, per_group, n_classes, n_folds, seed):
+    labels, groups = _patches(n_groups, per_group, n_classes, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the smallest cases cannot be stratified
+        folds = grouped_folds(labels, groups, n_folds, seed)
+        validations = [validation_split(labels, groups, train, 0.25, seed) for train, _ in folds]
+    assert len(folds) == n_folds
+    tested = np.concatenate([test for _, test in folds])
+    assert sorted(tested) == list(range(len(labels)))  # every patch tested exactly once
+    for (train, test), (fit, val) in zip(folds, validations):
+        assert not set(groups[train]) & set(groups[test])
+        assert sorted(np.concatenate([fit, val])) == sorted(train)
+        assert len(val) and not set(groups[fit]) & set(groups[val])
+
+
+def test_grouped_folds_fall_back_without_stratification_and_reject_too_many_folds():
+    labels = np.array([0] * 9 + [1])  # class 1 has one patch: cannot be stratified over 3 folds
+    groups = np.array(["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"], dtype=object)
+    with pytest.warns(UserWarning, match="without class stratification"):
+        folds = grouped_folds(labels, groups, 3, seed=0)
+    assert all(not set(groups[tr]) & set(groups[te]) for tr, te in folds)
+    with pytest.raises(ConfigError, match="folds"):
+        grouped_folds(labels, groups, 6, seed=0)
+
+
+def test_check_disjoint_groups_names_the_shared_slide():
+    groups = np.array(["a", "b", "c"], dtype=object)
+    with pytest.raises(BioaugError, match="b"):
+        check_disjoint_groups(groups, np.array([0, 1]), np.array([1, 2]))
+
+
+@pytest.mark.parametrize("n_slides, fraction, expected", [
+    (10, 0.1, 1), (10, 0.25, 2), (10, 1.0, 10), (20, 0.25, 5), (3, 0.1, 1), (8, 0.5, 4)])
+def test_label_budget_keeps_the_right_number_of_slides(n_slides, fraction, expected):
+    groups = np.repeat([f"s{i}" for i in range(n_slides)], 3).astype(object)
+    for seed in range(3):
+        mask = label_budget(groups, fraction, seed)
+        assert len(set(groups[mask])) == expected
+        assert not set(groups[mask]) & set(groups[~mask])  # whole slides only
+
+
+def test_label_budgets_are_nested_for_a_seed_and_reject_bad_fractions():
+    groups = np.array([f"s{i}" for i in range(20)], dtype=object)
+    small, large = label_budget(groups, 0.1, 3), label_budget(groups, 0.5, 3)
+    assert set(groups[small]) <= set(groups[large])
+    for fraction in (0.0, 1.5, -0.2):
+        with pytest.raises(ConfigError, match="budget"):
+            label_budget(groups, fraction, 0)
+
+
+# --- metrics ----------------------------------------------------------------------------------------------------
+
+def _predictions(n: int = 200, n_classes: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, n_classes, n)
+    logits = rng.normal(size=(n, n_classes)) + 1.5 * np.eye(n_classes)[y_true]
+    return y_true, np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("n_classes, seed", [(2, 0), (3, 1), (5, 2)])
+def test_metrics_match_scikit_learn(n_classes, seed):
+    y_true, y_prob = _predictions(n_classes=n_classes, seed=seed)
+    y_pred = y_prob.argmax(1)
+    result = classification_metrics(y_true, y_prob)
+    assert result["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert result["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert result["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert result["weighted_f1"] == pytest.approx(f1_score(y_true, y_pred, average="weighted"))
+    expected_auc = (roc_auc_score(y_true, y_prob[:, 1]) if n_classes == 2
+                    else roc_auc_score(y_true, y_prob, multi_class="ovr", average="macro"))
+    assert result["roc_auc"] == pytest.approx(expected_auc)
+    recalls = recall_score(y_true, y_pred, average=None)
+    assert list(result["sensitivity"].values()) == pytest.approx(recalls)
+    specificity = [recall_score(y_true != k, y_pred != k) for k in range(n_classes)]
+    assert list(result["specificity"].values()) == pytest.approx(specificity)
+    assert result["confusion_matrix"] == confusion_matrix(y_true, y_pred).tolist()
+
+
+def test_metrics_stay_defined_when_a_class_is_missing_from_the_test_set():
+    y_true, y_prob = _predictions(n_classes=4, seed=3)
+    keep = y_true != 2
+    result = classification_metrics(y_true[keep], y_prob[keep], class_names=["a", "b", "c", "d"])
+    assert np.isnan(result["sensitivity"]["c"])
+    assert np.isfinite(result["roc_auc"])
+    scored = [roc_auc_score(y_true[keep] == k, y_prob[keep][:, k]) for k in (0, 1, 3)]
+    assert result["roc_auc"] == pytest.approx(np.mean(scored))
+    assert np.isnan(roc_auc_ovr(np.zeros(5, int), np.full((5, 3), 1 / 3)))
+
+
+# --- statistics -------------------------------------------------------------------------------------------------
+
+def test_bootstrap_ci_covers_the_mean_and_narrows_with_more_runs():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (10, 100, 1000):
+        values = rng.normal(0.7, 0.1, n)
+        low, high = bootstrap_ci(values, seed=1)
+        assert low < 0.7 < high
+        widths.append(high - low)
+    assert widths[0] > widths[1] > widths[2]
+    assert bootstrap_ci(np.arange(10.0), seed=4) == bootstrap_ci(np.arange(10.0), seed=4)
+
+
+def test_summarize_reports_mean_sd_ci_and_drops_nan():
+    summary = summarize([0.6, 0.7, 0.8, float("nan")], seed=0)
+    assert summary.n == 3 and summary.mean == pytest.approx(0.7) and summary.sd == pytest.approx(0.1)
+    assert summary.ci_low <= summary.mean <= summary.ci_high
+    assert summary.format().startswith("0.700 ± 0.100 [")
+
+
+def test_bootstrap_metric_ci_over_test_samples_brackets_the_point_estimate():
+    y_true, y_prob = _predictions(n=300, n_classes=3)
+    low, high = bootstrap_metric_ci("balanced_accuracy", y_true, y_prob, n_resamples=200, seed=0)
+    point = classification_metrics(y_true, y_prob)["balanced_accuracy"]
+    assert low < point < high
+
+
+def test_paired_test_detects_a_planted_shift_and_not_noise():
+    rng = np.random.default_rng(0)
+    cells = [(seed, fold, 0.25) for seed in range(5) for fold in range(3)]
+    reference = {cell: rng.normal(0.7, 0.08) for cell in cells}
+    shifted = paired_test({cell: value + 0.03 for cell, value in reference.items()}, reference)
+    assert shifted.n == 15 and shifted.mean_difference == pytest.approx(0.03)
+    assert shifted.wilcoxon_p < 0.001 and shifted.t_p < 0.001
+    noise = paired_test({cell: value + rng.normal(0, 0.03) for cell, value in reference.items()}, reference)
+    assert noise.wilcoxon_p > 0.05 and noise.t_p > 0.05
+    partial = paired_test({cells[0]: 1.0}, reference)
+    assert partial.n == 1 and np.isnan(partial.wilcoxon_p)
+    assert paired_test(reference, reference).wilcoxon_p == 1.0
+
+
+# --- fidelity ---------------------------------------------------------------------------------------------------
+
+def test_frechet_and_kernel_distances_grow_with_a_shift():
+    rng = np.random.default_rng(0)
+    real, same = rng.normal(size=(400, 8)), rng.normal(size=(400, 8))
+    assert frechet_distance(real, real) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(real, same) < 0.5 < frechet_distance(real, same + 1.0)
+    assert abs(kernel_distance(real, same, subset_size=200)[0]) < 0.02
+    assert kernel_distance(real, same + 1.0, subset_size=200)[0] > 0.5
+
+
+def test_precision_recall_and_two_sample_test():
+    rng = np.random.default_rng(1)
+    real, same = rng.normal(size=(300, 3)), rng.normal(size=(300, 3))
+    precision, recall = precision_recall(real, same, k=5)
+    assert precision > 0.9 and recall > 0.9
+    assert precision_recall(real, same + 10.0, k=5) == (0.0, 0.0)
+    collapsed = precision_recall(real, rng.normal(scale=0.05, size=(300, 3)), k=5)
+    assert collapsed[0] > 0.9 and collapsed[1] < 0.3  # realistic but missing modes
+    assert abs(two_sample_accuracy(real, same) - 0.5) < 0.1
+    assert two_sample_accuracy(real, same + 4.0) > 0.95
+    assert set(fidelity_metrics(real, same)) >= {"frechet_distance", "kid", "precision", "recall",
+                                                "two_sample_accuracy"}
+
+
+# --- leakage ----------------------------------------------------------------------------------------------------
+
+def test_leakage_check_refuses_a_generator_trained_on_a_test_slide():
+    with pytest.raises(CheckpointError, match=r"^runs/fold0/gan\.pt: generator was trained on 1 test slide"):
+        check_generator_leakage({"slide0", "slide1", "slide2"}, ["slide2", "slide3"], source="runs/fold0/gan.pt")
+    check_generator_leakage({"slide0", "slide1"}, ["slide2", "slide3"], source="runs/fold0/gan.pt")
+    check_generator_store("abc", "abc", source="g.pt")
+    with pytest.raises(CheckpointError, match="not this fold's training store"):
+        check_generator_store("abc", "def", source="g.pt")
+
+
+def test_generator_training_slides_come_from_the_recorded_store(disc_store):
+    slides = generator_training_slides(disc_store.path, disc_store.content_hash, source="run")
+    assert slides == {"slide0", "slide1", "slide2", "slide3"}
+    with pytest.raises(CheckpointError, match="^run: generator was trained on store 000000000000"):
+        generator_training_slides(disc_store.path, "0" * 64, source="run")
+    with pytest.raises(CheckpointError, match="slide3"):
+        check_generator_leakage(slides, ["slide3"], source="run")
+
+
+# --- colour baseline --------------------------------------------------------------------------------------------
+
+def test_colour_baseline_learns_colour_and_handles_a_single_class(disc_store):
+    images, labels = disc_store.images(), disc_store.labels
+    assert colour_features(images[:5]).shape == (5, 42)
+    train = np.isin(disc_store.slides, ["slide0", "slide1", "slide2"])
+    for model in ("logistic", "random_forest"):
+        probabilities = colour_baseline(images[train], labels[train], images[~train], 3, model=model)
+        assert probabilities.shape == (int((~train).sum()), 3)
+        assert classification_metrics(labels[~train], probabilities)["balanced_accuracy"] > 0.8
+    single = colour_baseline(images[:4], np.zeros(4, int), images[:3], 3)
+    assert (single.argmax(1) == 0).all()
+    with pytest.raises(ConfigError, match="logistic"):
+        colour_baseline(images, labels, images, 3, model="svm")
+
+
+# --- report -----------------------------------------------------------------------------------------------------
+
+def _results() -> list[dict]:
+    rows, rng = [], np.random.default_rng(0)
+    for arm, gain in (("real", 0.0), ("classic", 0.02), ("real+synthetic", 0.04), ("colour_only", -0.2)):
+        for budget in (0.1, 0.5, 1.0):
+            for seed in range(3):
+                for fold in range(2):
+                    y_true, y_prob = _predictions(60, 3, seed=int(rng.integers(1e6)))
+                    row = classification_metrics(y_true, y_prob, ["small", "large", "pale"])
+                    row["balanced_accuracy"] += gain + 0.1 * budget
+                    rows.append({"arm": arm, "budget": budget, "seed": seed, "fold": fold, **row})
+    return rows
+
+
+def test_report_writer_produces_every_file(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    samples = (rng.integers(0, 255, (20, 16, 16, 3), dtype=np.uint8),
+               rng.integers(0, 255, (70, 16, 16, 3), dtype=np.uint8))
+    written = write_report(tmp_path / "report", _results(), class_names=["small", "large", "pale"],
+                           protocol={"folds": 2, "budgets": [0.1, 0.5, 1.0], "seeds": [0, 1, 2]},
+                           provenance={"store_sha256": "ab12", "seeds": [0, 1, 2]},
+                           fidelity={"fold0": {"frechet_distance": 1.5, "two_sample_accuracy": 0.6}},
+                           samples=samples, n_resamples=200)
+    assert {path.name for path in written.values()} == {"report.md", "report.json", "table.tex",
+                                                         "budget_curves.png", "confusion_matrices.png",
+                                                         "samples.png"}
+    for path in written.values():
+        assert path.stat().st_size > 0
+    assert not list((tmp_path / "report").glob(".*.tmp"))
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Results, label budget 10%" in markdown and "real+synthetic" in markdown
+    assert "Wilcoxon p" in markdown and "ab12" in markdown and "frechet_distance" in markdown
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert len(report["summaries"]) == 4 * 3 * 5 and report["versions"]["numpy"]
+    comparison = next(c for c in report["comparisons"] if c["arm"] == "real+synthetic" and c["reference"] == "real"
+                      and c["metric"] == "balanced_accuracy" and c["budget"] == 1.0)
+    assert comparison["n"] == 6
+    latex = (tmp_path / "report" / "table.tex").read_text()
+    assert r"\toprule" in latex and r"\bottomrule" in latex and r"colour\_only" in latex and r"10\%" in latex
+    assert (tmp_path / "report" / "budget_curves.png").read_bytes()[:4] == b"\x89PNG"
