@@ -279,10 +279,16 @@ class PatchStore:
 
     def images(self, indices: Iterable[int] | None = None) -> np.ndarray:
         """Patches as an (N, H, W, 3) uint8 array (all when ``indices`` is None)."""
-        indices = range(len(self)) if indices is None else indices
+        indices = np.arange(len(self)) if indices is None else np.asarray(list(indices), dtype=np.int64)
         size = self.patch_size
-        out = [self.image(i) for i in indices]
-        return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
+        out = np.zeros((len(indices), size, size, 3), np.uint8)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"patch index out of range for a store of {len(self)}")
+        shard_of = np.searchsorted(self._offsets, indices, side="right") - 1
+        for shard in np.unique(shard_of):
+            chosen = shard_of == shard
+            out[chosen] = self._shards[shard][1][indices[chosen] - self._offsets[shard]]
+        return out
 
     def features(self, names: Sequence[str] | None = None) -> np.ndarray:
         """Per-patch feature matrix (N, F) from the manifest columns named in the header."""
@@ -304,3 +310,38 @@ class PatchStore:
     def content_hash(self) -> str:
         """The content hash recorded at finalize; identifies exactly which patches a model saw."""
         return self.header.content_sha256 or self.compute_content_hash()
+
+
+def subset_store(store: PatchStore, indices: Sequence[int], out: str | Path, *, provenance: dict[str, Any],
+                 shard_size: int = 8192) -> PatchStore:
+    """Write the patches ``indices`` of ``store`` (images, manifest rows, class names) as a new store ``out``.
+
+    Used for a fold's training patches, so a generator trained on them records exactly the slides it saw.
+    An existing complete store at ``out`` made from the same source and indices is reused as it is.
+    """
+    out = Path(out)
+    indices = np.asarray(indices, dtype=np.int64)
+    key = sha256_json({"source": store.content_hash, "indices": indices.tolist()})
+    if (out / HEADER_NAME).exists():
+        done = _read_header(out)
+        if done.complete and done.provenance.get("subset_key") == key:
+            return PatchStore(out)
+        shutil.rmtree(out)
+    header = StoreHeader(patch_size=store.patch_size, mpp=store.mpp, class_names=store.class_names,
+                         kind=store.header.kind, feature_names=list(store.header.feature_names),
+                         provenance={**provenance, "source_store": str(store.path.resolve()),
+                                     "source_sha256": store.content_hash, "subset_key": key})
+    writer = StoreWriter(out, header)
+    columns = [name for name in store.manifest if name != "patch_id"]
+    for number, start in enumerate(range(0, len(indices), shard_size)):
+        chosen = indices[start:start + shard_size]
+        rows = [{name: _manifest_value(store.manifest[name][i]) for name in columns} for i in chosen]
+        writer.write_shard(f"subset.{number:04d}", store.images(chosen), rows, input_key=key)
+    return writer.finalize()
+
+
+def _manifest_value(value: Any) -> Any:
+    """A manifest cell as written: integral floats without a trailing ``.0`` (labels, flags, pixel centres)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

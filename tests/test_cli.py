@@ -125,3 +125,29 @@ def test_help_lists_every_tile_option(capsys):
     text = capsys.readouterr().out
     for flag in ("--patch-size", "--mpp", "--slide-mpp", "--label-by", "--labels", "--clusters", "--workers"):
         assert flag in text
+
+
+# -- train ----------------------------------------------------------------------------------------------------
+
+def test_train_dry_run_prints_the_config_resolved_for_the_store(disc_store, tmp_path, capsys):
+    assert main(["train", str(disc_store.path), "--out", str(tmp_path / "run"), "--dry-run", "--steps", "7"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["steps"] == 7 and config["channels"] == 32 and config["batch_size"] == 64
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_runs_from_the_command_line(disc_store, tmp_path, capsys):
+    argv = ["train", str(disc_store.path), "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "6",
+            "--channels", "8", "--max-channels", "16", "--z-dim", "8", "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    assert "checkpoint.pt" in capsys.readouterr().out
+    assert (tmp_path / "run" / "checkpoint.pt").is_file() and (tmp_path / "run" / "samples").is_dir()
+
+
+def test_train_on_an_unlabelled_store_is_one_line(tmp_path, capsys):
+    from bioaug.store import StoreHeader, StoreWriter
+
+    writer = StoreWriter(tmp_path / "store", StoreHeader(patch_size=32, mpp=0.5, class_names=[]))
+    writer.write_shard("a", np.zeros((3, 32, 32, 3), np.uint8), [{"slide": "a"}] * 3, input_key="a")
+    writer.finalize()
+    run_bad(capsys, ["train", str(tmp_path / "store"), "--out", str(tmp_path / "run")], tmp_path / "run", "store")

@@ -80,3 +80,19 @@ def test_dataset_items(disc_store):
     assert item["image"].shape == (3, 32, 32)
     assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
     assert int(item["label"]) == disc_store.labels[3]
+
+
+def test_subset_store_keeps_the_chosen_patches_and_is_reused(disc_store, tmp_path):
+    from bioaug.store import subset_store
+
+    chosen = np.flatnonzero(np.isin(disc_store.slides, ["slide0", "slide2"]))
+    subset = subset_store(disc_store, chosen, tmp_path / "subset", provenance={"fold": 0}, shard_size=10)
+    assert len(subset) == len(chosen) and set(subset.slides) == {"slide0", "slide2"}
+    np.testing.assert_array_equal(subset.images(), disc_store.images(chosen))
+    np.testing.assert_array_equal(subset.labels, disc_store.labels[chosen])
+    np.testing.assert_allclose(subset.features(), disc_store.features()[chosen])
+    assert subset.header.provenance["source_sha256"] == disc_store.content_hash
+    again = subset_store(disc_store, chosen, tmp_path / "subset", provenance={"fold": 0})
+    assert again.content_hash == subset.content_hash
+    other = subset_store(disc_store, chosen[:5], tmp_path / "subset", provenance={"fold": 0})
+    assert len(other) == 5
