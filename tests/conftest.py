@@ -11,6 +11,17 @@ from bioaug.store import PatchStore, StoreHeader, StoreWriter
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Two cores are shared with other work: one torch thread is faster here and keeps timings stable."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def shared_data(*parts: str) -> Path:
     """A path under ../shared/data, skipping the test cleanly when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

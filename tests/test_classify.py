@@ -13,14 +13,6 @@ from bioaug.errors import ConfigError
 from bioaug.evaluate import classification_metrics
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_every_registered_network_gives_logits_on_32px(name):
     torch.manual_seed(0)

@@ -64,20 +64,16 @@ def test_empty_tissue(tmp_path, capsys):
     assert "no tissue" in line
 
 
-def test_points_outside_the_slide(example, tmp_path, capsys):
+@pytest.mark.parametrize("table, expected", [
+    ("slide,x,y,label\nexample.tiff,10,10,a\nexample.tiff,5000,20,b\n", ["outside the slide"]),
+    ("slide,x,label\nexample.tiff,10,a\n", ["needs columns", "y"]),
+], ids=["points outside the slide", "csv without needed columns"])
+def test_bad_point_tables(example, tmp_path, capsys, table, expected):
     points = tmp_path / "points.csv"
-    points.write_text("slide,x,y,label\nexample.tiff,10,10,a\nexample.tiff,5000,20,b\n")
+    points.write_text(table)
     line = run_bad(capsys, ["tile", str(example.path), "--label-by", "points", "--labels", str(points),
                             "--out", str(tmp_path / "s")], tmp_path / "s", "points.csv")
-    assert "outside the slide" in line
-
-
-def test_csv_without_needed_columns(example, tmp_path, capsys):
-    points = tmp_path / "points.csv"
-    points.write_text("slide,x,label\nexample.tiff,10,a\n")
-    line = run_bad(capsys, ["tile", str(example.path), "--label-by", "points", "--labels", str(points),
-                            "--out", str(tmp_path / "s")], tmp_path / "s", "points.csv")
-    assert "needs columns" in line and "y" in line
+    assert all(fragment in line for fragment in expected), line
 
 
 def test_unknown_option_value_is_a_one_line_error(example, tmp_path, capsys):

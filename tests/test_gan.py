@@ -24,15 +24,6 @@ from bioaug.store import StoreHeader, StoreWriter
 from conftest import make_disc_store
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two cores are shared with other work: one thread is faster and keeps timings stable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides) -> TrainConfig:
     """A config that trains in a fraction of a second per step on the 32 px disc store."""
     values = dict(steps=4, batch_size=12, channels=8, max_channels=32, z_dim=16, snapshot_every=2,
