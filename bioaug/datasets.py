@@ -33,3 +33,57 @@ class PatchDataset(Dataset):
         image = torch.from_numpy(self.store.image(index)).permute(2, 0, 1).float().div_(255.0)
         sample = {"image": image, "label": torch.tensor(self.store.labels[index]), "index": index}
         return self.transform(sample) if self.transform else sample
+
+
+class MixedPatchDataset(Dataset):
+    """Real and synthetic patches mixed at a fixed fraction, drawn on the fly, for any training loop.
+
+    An epoch has ``length`` items (default: enough for every real patch to appear once, ``ceil(n_real /
+    (1 - synthetic_fraction))``), of which exactly ``round(length * synthetic_fraction)`` are synthetic, at
+    positions and with patches chosen by permutations seeded with ``(seed, epoch)``. Item ``i`` therefore
+    depends only on ``seed``, the epoch (:meth:`set_epoch`) and ``i``, so DataLoader workers agree and runs
+    repeat. Patches are cycled when a store has fewer than its share. Items are ``PatchDataset`` items plus
+    ``"synthetic"`` (0 or 1); ``index`` is the row in the store the item came from.
+    """
+
+    def __init__(self, real: PatchStore | str | Path, synthetic: PatchStore | str | Path, synthetic_fraction: float,
+                 length: int | None = None, seed: int = 0,
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        from .errors import ConfigError, StoreError
+
+        self.real = PatchDataset(real, transform=transform)
+        self.synthetic = PatchDataset(synthetic, transform=transform)
+        if self.real.store.class_names != self.synthetic.store.class_names:
+            raise StoreError(self.synthetic.store.path, f"has classes {self.synthetic.store.class_names} but the "
+                                                        f"real store has {self.real.store.class_names}")
+        if not 0 <= synthetic_fraction <= 1:
+            raise ConfigError("synthetic_fraction", f"must lie in [0, 1], got {synthetic_fraction}")
+        if length is None:
+            length = (len(self.synthetic) if synthetic_fraction == 1
+                      else int(np.ceil(len(self.real) / (1 - synthetic_fraction))))
+        self.length, self.seed, self.synthetic_fraction = int(length), seed, synthetic_fraction
+        self.n_synthetic = int(round(self.length * synthetic_fraction))
+        for name, part, needed in (("real", self.real, self.length - self.n_synthetic),
+                                   ("synthetic", self.synthetic, self.n_synthetic)):
+            if needed and not len(part):
+                raise StoreError(part.store.path, f"the {name} store is empty but {needed} items need it")
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the mix of ``epoch``: which positions are synthetic and which patch each position shows."""
+        rng = np.random.default_rng([self.seed, epoch])
+        self._is_synthetic = rng.permutation(self.length) < self.n_synthetic
+        self._rank = np.zeros(self.length, dtype=np.int64)  # position among items of the same source
+        for flag in (False, True):
+            chosen = self._is_synthetic == flag
+            self._rank[chosen] = np.arange(chosen.sum())
+        self._order = {False: rng.permutation(len(self.real)), True: rng.permutation(len(self.synthetic))}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        synthetic = bool(self._is_synthetic[item])
+        order = self._order[synthetic]
+        sample = (self.synthetic if synthetic else self.real)[int(order[self._rank[item] % len(order)])]
+        return {**sample, "synthetic": int(synthetic)}

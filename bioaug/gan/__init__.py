@@ -5,10 +5,8 @@ loaded on first use.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from .config import SIZE_DEFAULTS, TrainConfig
+from ..lazy import lazy_getattr
+from .config import SIZE_DEFAULTS, TrainConfig  # noqa: F401 (re-exported)
 
 _LAZY = {
     "train": "bioaug.gan.trainer",
@@ -18,9 +16,4 @@ _LAZY = {
 }
 
 __all__ = sorted([*_LAZY, "SIZE_DEFAULTS", "TrainConfig"])
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'bioaug.gan' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

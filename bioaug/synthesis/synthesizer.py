@@ -1,0 +1,138 @@
+"""``Synthesizer``: the EMA generator of a GAN run, with latents that are a pure function of (seed, index).
+
+Latent ``i`` for a seed comes from block ``i // LATENT_BLOCK`` of a numpy generator seeded with
+``(seed, block)``. Any range of indices can therefore be drawn without drawing the ones before it, which lets
+``augment`` stream millions of samples in bounded memory and resume at any shard, and sample ``i`` is the same
+whatever the batch size, shard size or device (up to float rounding, at most one grey level, when the
+batch composition differs). (``bioaug.gan.generate``, used for training grids, draws all
+latents of a call at once instead; the two streams differ.)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from ..gan.sampling import load_generator, to_uint8
+from ..provenance import sha256_file
+
+LATENT_BLOCK = 1024
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is a one-line error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "cuda was asked for but no CUDA device is available")
+    return torch.device(device)
+
+
+class Synthesizer:
+    """Draws class-conditional patches from a checkpoint's EMA generator.
+
+    Build with :meth:`from_checkpoint`. ``sample(labels, seed)`` gives one (H, W, 3) uint8 patch per label;
+    :meth:`latents`, :meth:`decode` and :meth:`decode_mixed` expose the latent space for walks, class
+    interpolation and latent arithmetic.
+    """
+
+    def __init__(self, generator: torch.nn.Module, meta: dict[str, Any], checkpoint: Path,
+                 checkpoint_sha256: str) -> None:
+        self.generator = generator
+        self.meta = meta
+        self.checkpoint = checkpoint
+        self.checkpoint_sha256 = checkpoint_sha256
+        self.device = next(generator.parameters()).device
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Synthesizer":
+        """Load ``path`` (a checkpoint file, or a run directory holding ``checkpoint.pt``) onto ``device``.
+
+        Raises ``CheckpointError`` for a missing or damaged checkpoint.
+        """
+        path = Path(path)
+        checkpoint = path / CHECKPOINT_NAME if path.is_dir() else path
+        generator, meta = load_generator(checkpoint, resolve_device(device))
+        return cls(generator, meta, checkpoint, sha256_file(checkpoint))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.meta["patch_size"])
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.generator.z_dim)
+
+    def latents(self, indices: Sequence[int] | np.ndarray, seed: int) -> np.ndarray:
+        """Latents (N, z_dim) float32 of the given latent indices for ``seed``; see the module docstring."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), self.z_dim), np.float32)
+        blocks = indices // LATENT_BLOCK
+        for block in np.unique(blocks):
+            chosen = blocks == block
+            values = np.random.default_rng([seed, int(block)]).standard_normal((LATENT_BLOCK, self.z_dim),
+                                                                               dtype=np.float32)
+            out[chosen] = values[indices[chosen] % LATENT_BLOCK]
+        return out
+
+    def _class_conditions(self, weights: np.ndarray) -> torch.Tensor:
+        """Class embeddings mixed by ``weights`` (N, n_classes): one-hot rows give the plain embeddings."""
+        table = self.generator.embed.weight
+        return torch.as_tensor(np.asarray(weights, np.float32), device=self.device) @ table
+
+    @torch.no_grad()
+    def decode_mixed(self, z: np.ndarray, class_weights: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+        """Patches for latents ``z`` conditioned on mixtures of class embeddings ``class_weights`` (N, K).
+
+        The generator is run as usual with its embedding layer's output replaced by the mixture, so no
+        network code is duplicated here; one-hot weights reproduce :meth:`decode` exactly.
+        """
+        z = np.asarray(z, np.float32)
+        chunks = []
+        for start in range(0, len(z), batch_size):
+            condition = self._class_conditions(class_weights[start:start + batch_size])
+            hook = self.generator.embed.register_forward_hook(lambda _m, _i, _o, mixed=condition: mixed)
+            try:
+                images = self.generator(torch.from_numpy(z[start:start + batch_size]).to(self.device),
+                                        torch.zeros(len(condition), dtype=torch.long, device=self.device))
+            finally:
+                hook.remove()
+            chunks.append(to_uint8(images))
+        return self._stack(chunks)
+
+    @torch.no_grad()
+    def decode(self, z: np.ndarray, labels: Sequence[int] | np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+        """Patches (N, H, W, 3) uint8 for latents ``z`` (N, z_dim) and class indices ``labels``."""
+        z = np.asarray(z, np.float32)
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+            raise CheckpointError(self.checkpoint, f"class index out of range for {len(self.class_names)} classes")
+        chunks = [to_uint8(self.generator(torch.from_numpy(z[i:i + batch_size]).to(self.device),
+                                          torch.from_numpy(labels[i:i + batch_size]).to(self.device)))
+                  for i in range(0, len(labels), batch_size)]
+        return self._stack(chunks)
+
+    def sample(self, labels: Sequence[int] | np.ndarray, seed: int, truncation: float | None = None, *,
+               start: int = 0, batch_size: int = 256) -> np.ndarray:
+        """One patch per label, using latent indices ``start, start + 1, ...`` of ``seed``.
+
+        ``truncation`` psi scales latents towards their mean (zero): the truncation trick of a generator
+        without a mapping network, trading diversity for typicality.
+        """
+        z = self.latents(np.arange(start, start + len(labels)), seed)
+        if truncation is not None:
+            z = z * np.float32(truncation)
+        return self.decode(z, labels, batch_size=batch_size)
+
+    def _stack(self, chunks: list[np.ndarray]) -> np.ndarray:
+        if chunks:
+            return np.concatenate(chunks)
+        return np.zeros((0, self.patch_size, self.patch_size, 3), np.uint8)
