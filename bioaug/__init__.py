@@ -6,9 +6,9 @@ Heavy modules (torch, OpenSlide) are imported only when a function that needs th
 """
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any
+
+from .lazy import lazy_getattr
 
 # albumentations otherwise asks the package index for updates on import; bioaug never touches the network.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -27,12 +27,13 @@ _LAZY = {
     "BioaugError": "bioaug.errors",
     "train": "bioaug.gan",
     "TrainConfig": "bioaug.gan",
+    "augment": "bioaug.synthesis",
+    "AugmentConfig": "bioaug.synthesis",
+    "Synthesizer": "bioaug.synthesis",
+    "MixedPatchDataset": "bioaug.datasets",
+    "run_evaluation": "bioaug.evaluate",
+    "EvaluateConfig": "bioaug.evaluate",
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'bioaug' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

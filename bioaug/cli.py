@@ -59,16 +59,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_augment(args: argparse.Namespace) -> int:
+    from .synthesis import AugmentConfig
+
+    config = resolve_config(AugmentConfig, args)
+    if args.dry_run:
+        _print_config(config)
+        return 0
+    from .synthesis import augment
+
+    store = augment(args.run, args.out, config, real=args.real, progress=not args.quiet)
+    report = json.loads((store.path / "augment.json").read_text())
+    for name, counts in report["classes"].items():
+        rejected = ", ".join(f"{reason} {count}" for reason, count in counts["rejected"].items())
+        print(f"{name}: {counts['kept']} kept of {counts['generated']} generated"
+              + (f" (rejected: {rejected})" if rejected else ""))
+    copies = report.get("audit", {}).get("near_copies")
+    print(f"{args.out}: {len(store)} synthetic patches"
+          + (f", {copies} flagged as near-copies of real patches" if copies is not None else ""))
+    return 0
+
+
+def _cell_store(text: str) -> tuple[str, str]:
+    """``FOLD-BUDGET=STORE`` from the command line as a (key, store) pair of ``EvaluateConfig.synthetic``."""
+    key, separator, store = text.partition("=")
+    if not separator or not store:
+        raise argparse.ArgumentTypeError(f"expected FOLD-BUDGET=STORE (e.g. 0-0.1=synth-store), got {text!r}")
+    return key, store
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate.config import EvaluateConfig
+    from .store import PatchStore
+
+    store = PatchStore(args.store)
+    config = resolve_config(EvaluateConfig, args)  # the (key, store) pairs of --synthetic become its dict
+    if args.dry_run:
+        _print_config(config)
+        return 0
+    from .evaluate.protocol import run_evaluation
+
+    out = run_evaluation(store, args.out, config, progress=not args.quiet)
+    print(f"report: {out / 'report.md'} (also report.json, table.tex and figures in {out})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     report = run_demo(Path(args.out), size=args.size, workers=args.workers, progress=not args.quiet)
-    print(f"demo finished: {report}")
+    print(f"demo finished; report: {report / 'report.md'}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .evaluate.config import EvaluateConfig
     from .gan.config import TrainConfig
+    from .synthesis.config import AugmentConfig
     from .tiling import TileConfig
 
     parser = argparse.ArgumentParser(prog="bioaug", description="Synthetic histology for small, imbalanced "
@@ -99,11 +146,43 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(train, TrainConfig)
     train.set_defaults(handler=cmd_train)
 
-    demo = commands.add_parser("demo", help="run the pipeline on the built-in example slide",
-                               description="Write the procedural example slide and run the pipeline on it.")
+    augment = commands.add_parser("augment", help="sample a synthetic patch store from a trained GAN",
+                                  description="Sample the EMA generator of a GAN run: a number per class or enough "
+                                  "to balance the classes, optionally truncated and selected by a classifier "
+                                  "trained on the real patches; audit for memorised patches and draw latent-space "
+                                  "sheets. Reruns with the same options resume.")
+    augment.add_argument("run", metavar="RUN", help="run directory written by `bioaug train`")
+    augment.add_argument("--out", required=True, metavar="SYNTH_STORE", help="synthetic patch store directory")
+    augment.add_argument("--real", metavar="STORE", help="real store to balance, select and audit against "
+                         "(default: the run's training store)")
+    _add_common(augment)
+    add_config_arguments(augment, AugmentConfig)
+    augment.set_defaults(handler=cmd_augment)
+
+    evaluate = commands.add_parser("evaluate", help="measure whether synthetic patches help a classifier",
+                                   description="Grouped cross-validation over slides (or patients) with label "
+                                   "budgets; per fold and budget a GAN trained on the budget's training slides "
+                                   "only; arms real, classic, synthetic, selected, synthetic_only and colour on "
+                                   "the same splits and seeds; metrics with bootstrap CIs and paired tests, "
+                                   "generator fidelity and a leakage check. Writes report.md/.json, a LaTeX table "
+                                   "and figures. Reruns resume.")
+    evaluate.add_argument("store", metavar="STORE", help="labelled patch store written by `bioaug tile`")
+    evaluate.add_argument("--out", required=True, metavar="REPORT_DIR", help="report directory (work in "
+                          "REPORT_DIR/work)")
+    evaluate.add_argument("--synthetic", dest="synthetic", type=_cell_store, nargs="+", default=None,
+                          metavar="FOLD-BUDGET=STORE", help="ready synthetic store for a fold and budget (e.g. "
+                          "0-0.1=synth); that cell trains no generator")
+    _add_common(evaluate)
+    add_config_arguments(evaluate, EvaluateConfig, skip=("synthetic",))
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    demo = commands.add_parser("demo", help="run the whole pipeline on built-in example slides",
+                               description="Write procedural example slides and run the whole pipeline on them: "
+                               "tile, train a GAN per label budget, augment, evaluate. Ends with the report's path.")
     demo.add_argument("--out", default="demo-out", metavar="DIR", help="output directory (default: demo-out)")
-    demo.add_argument("--size", choices=("tiny", "small"), default="small",
-                      help="example slide size: tiny (seconds) or small (default)")
+    demo.add_argument("--size", choices=("tiny", "small"), default="tiny",
+                      help="example slide size: tiny (default, a few minutes on 2 cores) or small (more "
+                      "patches, much slower)")
     demo.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=cmd_demo)

@@ -1,9 +1,16 @@
-"""``bioaug demo``: the pipeline on the built-in example slide, as a first run and a smoke test."""
+"""``bioaug demo``: the whole pipeline on built-in example slides, as a first run and a smoke test.
+
+Tile, train, augment, evaluate: several procedural example slides (different seeds, so the evaluation has
+slides to split by) are tiled with their annotated nuclei, and ``run_evaluation`` runs one fold with tiny
+settings, which trains a GAN per label budget, draws and selects synthetic patches and writes the report.
+The numbers are a smoke test, not a result: a few hundred patches, a few GAN steps, two classifier epochs.
+"""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from .evaluate.config import EvaluateConfig
 from .example import write_example_slide
 from .tiling import TileConfig, tile
 
@@ -11,21 +18,31 @@ log = logging.getLogger("bioaug")
 
 #: Example slide sizes in level-0 pixels at 0.25 µm/px (so tiling at 0.5 µm/px exercises the pyramid).
 DEMO_SIZES = {"tiny": (1536, 1024), "small": (4096, 3072)}
+#: Example slides (seeds 0, 1, ...): three folds of two slides each.
+DEMO_SLIDES = 6
+#: The evaluation of the demo: one of three folds, two budgets, one seed, a short GAN run per budget.
+DEMO_EVALUATION = EvaluateConfig(folds=3, run_folds=[0], budgets=[0.5, 1.0], seeds=[0], epochs=2, patience=0,
+                                 batch_size=32, gan_steps=150, gan_batch_size=32)
 
 
-def run_demo(out: Path, *, size: str = "small", workers: int = 2, progress: bool = True) -> Path:
-    """Write the example slide under ``out`` and tile it with its annotated nuclei; returns the store path.
+def run_demo(out: Path, *, size: str = "tiny", workers: int = 2, progress: bool = True) -> Path:
+    """Write the example slides under ``out``, tile them, evaluate; returns the report directory.
 
-    Reruns reuse the slide and resume the store.
+    Reruns reuse the slides and resume the store and the evaluation.
     """
+    from .evaluate.protocol import run_evaluation
+
     width, height = DEMO_SIZES[size]
-    slide_path = out / f"example-{size}.tiff"
-    nuclei_csv = slide_path.with_suffix(".nuclei.csv")
-    if not (slide_path.is_file() and nuclei_csv.is_file()):
-        log.info("writing the example slide %s (%d x %d px)", slide_path, width, height)
-        write_example_slide(slide_path, width=width, height=height, seed=0, progress=progress)
-    store_path = out / "store"
-    config = TileConfig(label_by="points", labels=[str(nuclei_csv)], workers=workers)
-    store = tile([slide_path], store_path, config, progress=progress)
-    log.info("tiled %d patches into %s (QC picture in %s)", len(store), store_path, store_path / "qc")
-    return store_path
+    slides, labels = [], []
+    for seed in range(DEMO_SLIDES):
+        slide_path = out / f"example-{size}-{seed}.tiff"
+        nuclei_csv = slide_path.with_suffix(".nuclei.csv")
+        if not (slide_path.is_file() and nuclei_csv.is_file()):
+            log.info("writing the example slide %s (%d x %d px)", slide_path, width, height)
+            write_example_slide(slide_path, width=width, height=height, seed=seed, progress=progress)
+        slides.append(slide_path)
+        labels.append(str(nuclei_csv))
+    store = tile(slides, out / "store", TileConfig(label_by="points", labels=labels, workers=workers),
+                 progress=progress)
+    log.info("tiled %d patches from %d slides into %s", len(store), len(slides), store.path)
+    return run_evaluation(store, out / "evaluation", DEMO_EVALUATION, progress=progress)

@@ -1,21 +1,29 @@
 """Honest measurement of whether synthetic patches help: grouped splits, metrics, statistics, report.
 
-The building blocks of ``bioaug evaluate``; none imports torch, so they also serve the colour baseline and
-the report on their own. The classifier itself lives in ``bioaug.classify``.
+The building blocks of ``bioaug evaluate`` and the protocol that runs them (``run_evaluation``). Names are
+loaded on first use, so that the command line can build ``--help`` from ``EvaluateConfig`` without importing
+scikit-learn or torch; only the protocol itself imports torch (through ``bioaug.classify``).
 """
 from __future__ import annotations
 
-from .baselines import colour_baseline, colour_features
-from .fidelity import fidelity_metrics, frechet_distance, kernel_distance, precision_recall, two_sample_accuracy
-from .leakage import check_generator_leakage, check_generator_store, generator_training_slides
-from .metrics import SCALAR_METRICS, classification_metrics, per_class_rates, roc_auc_ovr, scalar_metric
-from .report import summarize_results, write_report
-from .splits import check_disjoint_groups, grouped_folds, label_budget, validation_split
-from .stats import PairedTest, Summary, bootstrap_ci, bootstrap_metric_ci, paired_test, summarize
+from ..lazy import lazy_getattr
 
-__all__ = ["SCALAR_METRICS", "PairedTest", "Summary", "bootstrap_ci", "bootstrap_metric_ci",
-           "check_disjoint_groups", "check_generator_leakage", "check_generator_store", "classification_metrics",
-           "colour_baseline", "colour_features", "fidelity_metrics", "frechet_distance",
-           "generator_training_slides", "grouped_folds", "kernel_distance", "label_budget", "paired_test",
-           "per_class_rates", "precision_recall", "roc_auc_ovr", "scalar_metric", "summarize",
-           "summarize_results", "two_sample_accuracy", "validation_split", "write_report"]
+_LAZY = {
+    "colour_baseline": "baselines", "colour_features": "baselines",
+    "ARMS": "config", "EvaluateConfig": "config",
+    "fidelity_metrics": "fidelity", "frechet_distance": "fidelity", "kernel_distance": "fidelity",
+    "precision_recall": "fidelity", "two_sample_accuracy": "fidelity",
+    "check_generator_leakage": "leakage", "check_generator_store": "leakage",
+    "generator_training_slides": "leakage",
+    "SCALAR_METRICS": "metrics", "classification_metrics": "metrics", "per_class_rates": "metrics",
+    "roc_auc_ovr": "metrics", "scalar_metric": "metrics",
+    "run_evaluation": "protocol",
+    "summarize_results": "report", "write_report": "report",
+    "check_disjoint_groups": "splits", "grouped_folds": "splits", "label_budget": "splits",
+    "validation_split": "splits",
+    "PairedTest": "stats", "Summary": "stats", "bootstrap_ci": "stats", "bootstrap_metric_ci": "stats",
+    "paired_test": "stats", "summarize": "stats",
+}
+
+__all__ = sorted(_LAZY)
+__getattr__ = lazy_getattr(__name__, {name: f"{__name__}.{module}" for name, module in _LAZY.items()})

@@ -122,11 +122,20 @@ def _per_class_lines(rows: Sequence[Mapping[str, Any]], budget: float) -> list[s
             *_markdown_table(header, body)]
 
 
+def _keyed_table(first: str, records: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """A markdown table with one row per key of ``records`` and one column per field; floats to 3 decimals."""
+    names = _ordered([key for values in records.values() for key in values])
+    body = [[key] + [_number(values[n]) if isinstance(values.get(n), float) else str(values.get(n, "–"))
+                     for n in names] for key, values in records.items()]
+    return _markdown_table([first, *names], body)
+
+
 def render_markdown(summary: Mapping[str, list[dict[str, Any]]], rows: Sequence[Mapping[str, Any]], *,
                     metrics: Sequence[str], protocol: Mapping[str, Any], provenance: Mapping[str, Any],
                     versions: Mapping[str, str], fidelity: Mapping[str, Mapping[str, Any]] | None,
-                    figures: Sequence[str], confidence: float) -> str:
-    """The text of ``report.md``: protocol, result tables, paired tests, fidelity, provenance, figures."""
+                    figures: Sequence[str], confidence: float,
+                    leakage: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """The text of ``report.md``: protocol, results, paired tests, fidelity, leakage check, provenance, figures."""
     lines = ["# bioaug evaluation report", "", "## Protocol", "",
              "Splits are grouped by slide (or image/patient): no group contributes patches to both training and "
              "test. Folds are stratified by class where possible; validation slides come from the training side; "
@@ -154,11 +163,14 @@ def render_markdown(summary: Mapping[str, list[dict[str, Any]]], rows: Sequence[
     if budgets:
         lines += _per_class_lines(rows, budgets[-1])
     if fidelity:
-        names = _ordered([key for values in fidelity.values() for key in values])
-        body = [[source] + [_number(values[n]) if isinstance(values.get(n), float) else str(values.get(n, "–"))
-                            for n in names] for source, values in fidelity.items()]
         lines += ["## Generator quality (features of a classifier trained on real training patches)", "",
-                  *_markdown_table(["generator", *names], body)]
+                  *_keyed_table("generator", fidelity)]
+    if leakage:
+        lines += ["## Generator leakage check", "",
+                  "Each generator's training slides, recovered from the content hash of the store it was trained "
+                  "on, against the fold's test slides (must share none) and the budget's training slides (must "
+                  "contain them all); the evaluation refuses to run otherwise. Hashes are SHA-256 prefixes.", "",
+                  *_keyed_table("cell", leakage)]
     lines += ["## Provenance", ""]
     lines += [f"- **{key}**: {value}" for key, value in provenance.items()]
     lines += [f"- **versions**: {', '.join(f'{k} {v}' for k, v in versions.items())}", ""]
@@ -270,6 +282,7 @@ def write_report(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], *, clas
                  protocol: Mapping[str, Any], provenance: Mapping[str, Any],
                  metrics: Sequence[str] = tuple(SCALAR_METRICS), references: Sequence[str] = ("real", "classic"),
                  fidelity: Mapping[str, Mapping[str, Any]] | None = None,
+                 leakage: Mapping[str, Mapping[str, Any]] | None = None,
                  samples: tuple[np.ndarray, np.ndarray] | None = None, confidence: float = 0.95,
                  n_resamples: int = 2000, seed: int = 0) -> dict[str, Path]:
     """Write the full report into ``out_dir`` and return {kind: path} of the files written.
@@ -288,6 +301,9 @@ def write_report(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], *, clas
         Hashes (stores, checkpoints, feature network), seeds and config, listed in the report and JSON.
     fidelity
         Generator name -> ``fidelity_metrics`` result, tabled when given.
+    leakage
+        Cell name -> the verification of its generator's training data (store hashes, slide counts, slides
+        shared with the test set), tabled when given.
     samples
         (real, synthetic) uint8 patches for the side-by-side sample figure.
     confidence, n_resamples, seed
@@ -320,10 +336,10 @@ def write_report(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], *, clas
     write_json_atomic(out_dir / REPORT_FILES["json"], {
         "protocol": dict(protocol), "provenance": dict(provenance), "versions": versions, "confidence": confidence,
         "class_names": list(class_names), "metrics": list(metrics), **summary,
-        "fidelity": dict(fidelity or {}), "runs": [dict(row) for row in rows]})
+        "fidelity": dict(fidelity or {}), "leakage": dict(leakage or {}), "runs": [dict(row) for row in rows]})
     written["json"] = out_dir / REPORT_FILES["json"]
     _write_text(out_dir / REPORT_FILES["markdown"], render_markdown(
         summary, rows, metrics=metrics, protocol=protocol, provenance=provenance, versions=versions,
-        fidelity=fidelity, figures=figures, confidence=confidence))
+        fidelity=fidelity, figures=figures, confidence=confidence, leakage=leakage))
     written["markdown"] = out_dir / REPORT_FILES["markdown"]
     return written
