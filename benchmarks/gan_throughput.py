@@ -61,7 +61,7 @@ def _peak_memory_mb(device) -> float:
 
 
 def _minimal(store, config, steps: int) -> tuple[float, object]:
-    """Images/s of the bare loop: one D and one G update per step, nothing else."""
+    """Images/s of the bare loop: ``d_steps`` D updates and one G update per step, nothing else."""
     import torch
 
     from bioaug.gan.data import load_images
@@ -83,15 +83,18 @@ def _minimal(store, config, steps: int) -> tuple[float, object]:
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            fake = generator(torch.randn(batch, config.z_dim, device=device), labels)
-            scores = discriminator(torch.cat([real, fake.detach()]), torch.cat([labels, labels])).float()
-        loss_d = discriminator_hinge_loss(*scores.chunk(2))
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
+        for _ in range(config.d_steps):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                with torch.no_grad():
+                    fake = generator(torch.randn(batch, config.z_dim, device=device), labels)
+                scores = discriminator(torch.cat([real, fake]), torch.cat([labels, labels])).float()
+            loss_d = discriminator_hinge_loss(*scores.chunk(2))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
         discriminator.requires_grad_(False)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            fake = generator(torch.randn(batch, config.z_dim, device=device), labels)
             loss_g = generator_hinge_loss(discriminator(fake, labels).float())
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

@@ -44,8 +44,10 @@ class TrainConfig:
                                         "max-channels (None: by patch size, 32 for each)")
     max_channels: int | None = option(None, "cap on feature channels (None: by patch size, 256 up to 64 px, "
                                             "512 at 128 px)")
-    lr_g: float = option(2e-4, "Adam learning rate of the generator")
-    lr_d: float = option(2e-4, "Adam learning rate of the discriminator")
+    lr_g: float = option(1e-4, "Adam learning rate of the generator")
+    lr_d: float = option(4e-4, "Adam learning rate of the discriminator (4 x lr-g, the two time-scale rule: "
+                               "with equal rates the generator outruns the discriminator and collapses)")
+    d_steps: int = option(2, "discriminator updates per generator update (SNGAN's n_dis), each on a new batch")
     betas: list[float] = option([0.0, 0.99], "Adam betas (beta1 0 avoids momentum chasing a moving opponent)")
     ema_decay: float = option(0.999, "decay of the generator's exponential moving average used for sampling")
     augment: list[str] = option(list(AUGMENTATIONS), "differentiable augmentations applied to every image the "
@@ -69,7 +71,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` on a value no run could use."""
-        positive = ("steps", "batch_size", "z_dim", "channels", "max_channels", "ada_interval",
+        positive = ("steps", "d_steps", "batch_size", "z_dim", "channels", "max_channels", "ada_interval",
                     "snapshot_every", "checkpoint_every", "log_every", "grid_columns")
         for name in positive:
             value = getattr(self, name)

@@ -252,28 +252,33 @@ class Trainer:
             self._log({"event": "end", "step": self.step, "time": _now()})
 
     def _train_step(self, generator: torch.nn.Module, discriminator: torch.nn.Module) -> torch.Tensor:
-        """One discriminator and one generator update; returns (loss_d, loss_g, D(real), D(fake)) means."""
+        """``d_steps`` discriminator updates, then one generator update; returns (loss_d, loss_g, D(real),
+        D(fake)) of the last discriminator update."""
         config, device = self.config, self.device
-        indices, labels = self.sampler.batch(self.step, config.batch_size, self.context.rank,
-                                             self.context.world_size)
-        real = load_images(self.store, indices, device, channels_last=config.channels_last)
-        labels = torch.from_numpy(labels).to(device)
-        latents = torch.randn(len(labels), config.z_dim, device=device)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
-        with autocast:
-            fake = generator(latents, labels)
-            scores = discriminator(augment(torch.cat([real, fake.detach()]), self.augment.p, config.augment),
-                                   torch.cat([labels, labels])).float()
-        real_scores, fake_scores = scores.chunk(2)
-        loss_d = discriminator_hinge_loss(real_scores, fake_scores)
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
-        self.augment.observe(real_scores)
+        for k in range(config.d_steps):
+            indices, labels = self.sampler.batch(self.step * config.d_steps + k, config.batch_size,
+                                                 self.context.rank, self.context.world_size)
+            real = load_images(self.store, indices, device, channels_last=config.channels_last)
+            labels = torch.from_numpy(labels).to(device)
+            latents = torch.randn(len(labels), config.z_dim, device=device)
+            with autocast:
+                with torch.no_grad():
+                    fake = generator(latents, labels)
+                scores = discriminator(augment(torch.cat([real, fake]), self.augment.p, config.augment),
+                                       torch.cat([labels, labels])).float()
+            real_scores, fake_scores = scores.chunk(2)
+            loss_d = discriminator_hinge_loss(real_scores, fake_scores)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            self.augment.observe(real_scores)
         # the generator's update goes through the bare discriminator with frozen weights: no gradient for D
         # is computed, and none is all-reduced
         self.discriminator.requires_grad_(False)
+        latents = torch.randn(len(labels), config.z_dim, device=device)
         with autocast:
+            fake = generator(latents, labels)
             loss_g = generator_hinge_loss(self.discriminator(augment(fake, self.augment.p, config.augment),
                                                              labels).float())
         self.opt_g.zero_grad(set_to_none=True)
