@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +31,7 @@ from scipy import integrate, ndimage
 from scipy.spatial import cKDTree
 
 from .errors import ConfigError
+from .provenance import atomic_path
 
 CLASS_NAMES = ("lymphocyte", "epithelial", "fibroblast")
 
@@ -96,9 +94,9 @@ def write_example_slide(path: str | Path, *, width: int = 4096, height: int = 30
     scene = _build_scene(width, height, mpp, tile_size, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     csv_path = path.with_name(f"{path.stem}.nuclei.csv")
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         _write_pyramid(tmp, scene, seed, tile_size, jpeg_quality, progress)
-    with _atomic_path(csv_path) as tmp:
+    with atomic_path(csv_path) as tmp:
         _write_nuclei_csv(tmp, scene.nuclei, path.name)
     return ExampleSlide(path=path, nuclei_csv=csv_path, width=width, height=height, mpp=mpp,
                         n_nuclei=len(scene.nuclei.x))
@@ -664,14 +662,3 @@ def _write_nuclei_csv(path: Path, nuclei: _Nuclei, slide_name: str) -> None:
             writer.writerow([slide_name, f"{x:.2f}", f"{y:.2f}", CLASS_NAMES[k]])
 
 
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A fresh temporary path beside ``path``, renamed onto it only if the block succeeds, so readers never
-    see half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -10,7 +10,8 @@ import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 _PACKAGES = ("bioaug", "torch", "monai", "numpy", "scikit-image", "scikit-learn", "openslide-python",
              "openslide-bin", "tifffile", "albumentations")
@@ -53,16 +54,27 @@ def run_record(config: dict[str, Any], inputs: dict[str, str] | None = None) -> 
     }
 
 
-def write_json_atomic(path: str | Path, value: Any) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it, so readers never see half a file."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A fresh temporary path beside ``path`` (parents created) that replaces ``path`` only if the block
+    completes, and is removed otherwise: every file bioaug writes appears whole or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(value, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
+        yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | Path, value: Any) -> None:
+    """Write JSON to ``path`` atomically, so readers never see half a file."""
+    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")

@@ -28,7 +28,7 @@ import numpy as np
 from .config import config_to_dict, option
 from .errors import ConfigError, LabelError, SlideError, StoreError
 from .labels import Points, cluster_features, cluster_names, lookup, read_points, read_slide_labels
-from .provenance import run_record, sha256_file, sha256_json
+from .provenance import atomic_path, run_record, sha256_file, sha256_json
 from .slides import ReadPlan, Slide, expand_slide_paths
 from .store import UNLABELLED, PatchStore, StoreHeader, StoreWriter, write_shard
 
@@ -499,7 +499,5 @@ def write_qc_picture(path: Path, plan: SlidePlan, store: PatchStore) -> None:
             col = np.clip(np.round(x).astype(int) + dx, 0, width - 1)
             row = np.clip(np.round(y).astype(int) + dy, 0, height - 1)
             picture[row, col] = colours
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(picture).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")

@@ -7,16 +7,12 @@ half report beside complete ones.
 """
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..provenance import package_versions, write_json_atomic
+from ..provenance import atomic_path, package_versions, write_json_atomic, write_text_atomic
 from .metrics import SCALAR_METRICS
 from .stats import paired_test, summarize
 
@@ -25,24 +21,6 @@ REPORT_FILES = {"markdown": "report.md", "json": "report.json", "latex": "table.
                 "samples_figure": "samples.png"}
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "macro_f1": "Macro-F1",
                  "weighted_f1": "Weighted F1", "roc_auc": "ROC AUC"}
-
-
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it once the block completes without error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    with _atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def _ordered(values: Sequence[Any]) -> list[Any]:
@@ -209,7 +187,7 @@ def render_latex(summary: Mapping[str, list[dict[str, Any]]], *, metrics: Sequen
 
 
 def _save_figure(figure: Any, path: Path) -> None:
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
@@ -331,14 +309,14 @@ def write_report(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], *, clas
         written["samples_figure"] = out_dir / REPORT_FILES["samples_figure"]
     versions = package_versions()
     figures = [path.name for path in written.values()]
-    _write_text(out_dir / REPORT_FILES["latex"], render_latex(summary, metrics=metrics))
+    write_text_atomic(out_dir / REPORT_FILES["latex"], render_latex(summary, metrics=metrics))
     written["latex"] = out_dir / REPORT_FILES["latex"]
     write_json_atomic(out_dir / REPORT_FILES["json"], {
         "protocol": dict(protocol), "provenance": dict(provenance), "versions": versions, "confidence": confidence,
         "class_names": list(class_names), "metrics": list(metrics), **summary,
         "fidelity": dict(fidelity or {}), "leakage": dict(leakage or {}), "runs": [dict(row) for row in rows]})
     written["json"] = out_dir / REPORT_FILES["json"]
-    _write_text(out_dir / REPORT_FILES["markdown"], render_markdown(
+    write_text_atomic(out_dir / REPORT_FILES["markdown"], render_markdown(
         summary, rows, metrics=metrics, protocol=protocol, provenance=provenance, versions=versions,
         fidelity=fidelity, figures=figures, confidence=confidence, leakage=leakage))
     written["markdown"] = out_dir / REPORT_FILES["markdown"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 
 from ..config import config_to_dict
 from ..errors import CheckpointError
+from ..provenance import atomic_path
 from ..store import PatchStore
 from .config import TrainConfig
 
@@ -38,17 +38,10 @@ REQUIRED_KEYS = ("step", "generator", "discriminator", "generator_ema", "optimiz
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to a temporary file beside ``path``, flush it to disk and rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save({"format": FORMAT, **state}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

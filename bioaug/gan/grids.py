@@ -1,13 +1,13 @@
 """PNG sheets of patches with one labelled row per class: the sample grids a person watches during training."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from ..provenance import atomic_path
 
 #: Cells are enlarged by a whole factor to at least this many pixels, so 32 px patches stay legible.
 MIN_CELL = 64
@@ -46,13 +46,5 @@ def class_grid(rows: Sequence[np.ndarray], class_names: Sequence[str], columns: 
 
 def write_png(image: Image.Image, path: str | Path) -> None:
     """Save ``image`` as PNG under a temporary name and rename it, so a viewer never reads half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
