@@ -41,12 +41,13 @@ from torch import nn
 
 from ..classify import ClassifierConfig, extract_features, predict_proba, state_dict_sha256, train_classifier
 from ..config import config_to_dict
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, StoreError
 from ..gan import TrainConfig
 from ..gan import train as train_gan
 from ..provenance import run_record, sha256_file, sha256_json, write_json_atomic
-from ..store import HEADER_NAME, PatchStore, subset_store
+from ..store import PatchStore, subset_store
 from ..synthesis import AugmentConfig, augment, select_synthetic
+from ..synthesis.pipeline import read_run
 from .baselines import colour_baseline
 from .config import ARM_STORES, SYNTHETIC_ARMS, EvaluateConfig
 from .fidelity import fidelity_metrics
@@ -123,7 +124,7 @@ def _check_generator(slides: set[str], cell: Cell, source: Path) -> None:
 
 def _gan_slides(run: Path) -> set[str]:
     """The slides a GAN run was trained on, from its recorded store after checking that store's content hash."""
-    inputs = (_read_json(run / "config.json") or {}).get("inputs", {})
+    inputs = read_run(run)[2].get("inputs", {})
     if "store" not in inputs:
         raise CheckpointError(run, "run record names no training store: cannot verify what the generator saw")
     return generator_training_slides(inputs["store"], inputs.get("store_sha256", ""), source=run)
@@ -280,8 +281,10 @@ class Evaluation:
         key = sha256_json({"settings": self.settings, "seed": config.seeds[0], "source": source,
                            "augment": config_to_dict(augment_config), "arms": sorted(config.arms)})
         record = _read_json(cell.directory / "synthetic.json")
-        if record is not None and record.get("key") == key and _stores_intact(record):
-            return record, {name: PatchStore(path) for name, path in record["stores"].items()}
+        if record is not None and record.get("key") == key:
+            stores = _recorded_stores(record)
+            if stores is not None:
+                return record, stores
 
         for stale in (synthetic_dir, selected_dir):
             shutil.rmtree(stale, ignore_errors=True)
@@ -333,14 +336,15 @@ class Evaluation:
         return record, stores
 
 
-def _stores_intact(record: dict[str, Any]) -> bool:
-    """Whether the stores a generator record names are still complete with the recorded contents."""
-    for name, path in record.get("stores", {}).items():
-        header = _read_json(Path(path) / HEADER_NAME)
-        if header is None or not header.get("complete") or \
-                header.get("content_sha256") != record["store_sha256"][name]:
-            return False
-    return True
+def _recorded_stores(record: dict[str, Any]) -> dict[str, PatchStore] | None:
+    """The stores a generator record names, opened, or None unless each is complete with the recorded contents."""
+    try:
+        stores = {name: PatchStore(path) for name, path in record.get("stores", {}).items()}
+    except StoreError:
+        return None
+    if any(store.content_hash != record["store_sha256"][name] for name, store in stores.items()):
+        return None
+    return stores
 
 
 def _sample_patches(store: PatchStore, rng: np.random.Generator) -> np.ndarray:
