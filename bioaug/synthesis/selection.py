@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from sklearn.neighbors import NearestNeighbors
 from tqdm.auto import tqdm
 
 from ..classify import ClassifierConfig, extract_features, predict_proba, state_dict_sha256, train_classifier
@@ -58,14 +59,13 @@ def train_scorer(real: PatchStore, config: AugmentConfig, device: torch.device |
     return scorer, info
 
 
-def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Euclidean distances (len(a), len(b)) between rows."""
-    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
-    return np.sqrt(np.maximum(squared, 0))
-
-
-def _mean_knn(distances: np.ndarray, k: int) -> np.ndarray:
-    return np.sort(distances, axis=1)[:, :k].mean(1)
+def _mean_knn(reference: np.ndarray, queries: np.ndarray | None, k: int) -> np.ndarray:
+    """Mean distance of each query to its ``k`` nearest rows of ``reference``; with ``queries`` None, of each
+    reference row to its ``k`` nearest other rows (leave-one-out). scikit-learn's search works in bounded
+    memory, unlike a dense distance matrix of a large class."""
+    search = NearestNeighbors(n_neighbors=k if queries is not None else k + 1).fit(reference)
+    distances, _ = search.kneighbors(queries if queries is not None else reference)
+    return distances[:, -k:].mean(1)
 
 
 @dataclass
@@ -87,9 +87,7 @@ class ClassReference:
         thresholds = np.full(n_classes, np.nan)
         for index, (own, k) in enumerate(zip(members, neighbours)):
             if k >= 1:
-                distances = _pairwise(own, own)
-                np.fill_diagonal(distances, np.inf)
-                thresholds[index] = np.quantile(_mean_knn(distances, k), quantile)
+                thresholds[index] = np.quantile(_mean_knn(own, None, k), quantile)
         return cls(members, thresholds, neighbours)
 
     def distances(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -98,7 +96,7 @@ class ClassReference:
         for index in np.unique(labels):
             if self.neighbours[index] >= 1:
                 chosen = labels == index
-                out[chosen] = _mean_knn(_pairwise(features[chosen], self.features[index]), self.neighbours[index])
+                out[chosen] = _mean_knn(self.features[index], features[chosen], self.neighbours[index])
         return out
 
 
