@@ -31,6 +31,7 @@ from scipy import integrate, ndimage
 from scipy.spatial import cKDTree
 
 from .errors import ConfigError
+from .progress import progress_bar
 from .provenance import atomic_path
 
 CLASS_NAMES = ("lymphocyte", "epithelial", "fibroblast")
@@ -627,13 +628,12 @@ def _pyramid_shapes(width: int, height: int) -> list[tuple[int, int]]:
 def _write_pyramid(path: Path, scene: _Scene, seed: int, tile: int, quality: int, progress: bool) -> None:
     """Write every level as a tiled JPEG page of the main IFD chain, rendering tile by tile."""
     import tifffile
-    from tqdm.auto import tqdm
 
     shapes = _pyramid_shapes(scene.width, scene.height)
     grids = [(-(-h // tile), -(-w // tile)) for h, w in shapes]
     # classic TIFF offsets end at 4 GiB; JPEG at any usual quality stays far below the raw size
     bigtiff = scene.width * scene.height * 3 > 2 ** 32
-    with tqdm(total=sum(r * c for r, c in grids), disable=not progress, unit="tile",
+    with progress_bar(total=sum(r * c for r, c in grids), disable=not progress, unit="tile",
               desc="example slide") as bar, tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
         for level, ((h, w), (rows, cols)) in enumerate(zip(shapes, grids)):
             textures = _level_textures(seed, level, scene.mpp * 4 ** level)

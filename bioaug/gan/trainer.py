@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from ..config import config_to_dict
 from ..errors import ConfigError
+from ..progress import progress_bar, write
 from ..provenance import run_record, write_json_atomic
 from ..store import PatchStore
 from .augment import AugmentController, augment
@@ -207,7 +207,7 @@ class Trainer:
         start = self.step
         if start >= self.config.steps:
             if self.progress:
-                tqdm.write(f"{self.out}: already trained for {start} steps; raise steps to train further")
+                write(f"{self.out}: already trained for {start} steps; raise steps to train further")
             return
         generator, discriminator = self.generator, self.discriminator
         if self.config.compile:
@@ -222,8 +222,8 @@ class Trainer:
         real_diversity = self._begin(start, resumed=state is not None)
         totals = torch.zeros(4, device=self.device)
         interval_start, paused, interval_steps = time.perf_counter(), 0.0, 0
-        with tqdm(total=self.config.steps, initial=start, unit="step", desc="train", disable=not self.progress,
-                  dynamic_ncols=True) as bar:
+        with progress_bar(total=self.config.steps, initial=start, unit="step", desc="train",
+                          disable=not self.progress) as bar:
             while self.step < self.config.steps:
                 totals += self._train_step(generator, discriminator)
                 self.step += 1
@@ -311,7 +311,7 @@ class Trainer:
         if not resumed or not (self.out / REALS_NAME).exists():
             write_png(class_grid(reals, self.store.class_names, self.config.grid_columns), self.out / REALS_NAME)
         if resumed and self.progress:
-            tqdm.write(f"{self.out}: resuming from step {start}")
+            write(f"{self.out}: resuming from step {start}")
         self._log({"event": "resume" if resumed else "start", "step": start, "time": _now(),
                    "world_size": self.context.world_size, "device": str(self.device),
                    "real_diversity": dict(zip(self.store.class_names, map(_finite, real_diversity)))})

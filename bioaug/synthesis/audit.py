@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..gan.grids import class_grid, write_png
+from ..progress import progress_bar
 from ..provenance import write_json_atomic
 from ..store import PatchStore
 from .records import write_csv_atomic
@@ -81,7 +81,8 @@ def audit_store(synthetic: PatchStore, real: PatchStore, out_dir: str | Path, *,
         real_features = np.concatenate([featurize(real_images[i:i + batch_size])
                                         for i in range(0, len(real), batch_size)] or [np.zeros((0, 1))])
     columns = {name: [] for name in ("pixel_index", "pixel_distance", "feature_index", "feature_distance")}
-    for start in tqdm(range(0, len(synthetic), batch_size), desc="audit", unit="batch", disable=not progress):
+    for start in progress_bar(range(0, len(synthetic), batch_size), desc="audit", unit="batch",
+                              disable=not progress):
         images = synthetic.images(range(start, min(start + batch_size, len(synthetic))))
         index, distance = nearest_pixels(images, real_images, device)
         columns["pixel_index"].append(index)

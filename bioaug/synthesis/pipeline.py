@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..config import config_to_dict
 from ..errors import CheckpointError, StoreError
+from ..progress import progress_bar
 from ..provenance import run_record, sha256_json, write_json_atomic
 from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter
 from .config import AugmentConfig
@@ -166,7 +166,7 @@ def augment(run: str | Path, out: str | Path, config: AugmentConfig | None = Non
     shard_key_extra = classifier.get("sha256", "")  # a retrained classifier that differs redoes its shards
     slide = f"synthetic:{synth.checkpoint_sha256[:12]}"
     verdicts: list[dict[str, Any]] = []
-    with tqdm(total=len(labels), desc="augment", unit="patch", disable=not progress) as bar:
+    with progress_bar(total=len(labels), desc="augment", unit="patch", disable=not progress) as bar:
         for number, start in enumerate(range(0, len(labels), SHARD_SIZE)):
             name = f"synthetic.{number:05d}"
             input_key = sha256_json({"augment_key": key, "shard": number, "classifier": shard_key_extra})

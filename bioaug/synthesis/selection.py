@@ -18,10 +18,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from sklearn.neighbors import NearestNeighbors
-from tqdm.auto import tqdm
 
 from ..classify import ClassifierConfig, extract_features, predict_proba, state_dict_sha256, train_classifier
 from ..errors import StoreError
+from ..progress import progress_bar
 from ..provenance import write_json_atomic
 from ..store import PatchStore, subset_store
 from .config import AugmentConfig
@@ -154,8 +154,8 @@ def select_synthetic(synthetic: PatchStore, real: PatchStore, out: str | Path, c
     reference, _ = fit_reference(real, scorer, config)
     labels = synthetic.labels
     verdicts: list[dict[str, np.ndarray]] = []
-    for start in tqdm(range(0, len(synthetic), config.batch_size), desc="select", unit="batch",
-                      disable=not progress):
+    for start in progress_bar(range(0, len(synthetic), config.batch_size), desc="select", unit="batch",
+                              disable=not progress):
         chosen = np.arange(start, min(start + config.batch_size, len(synthetic)))
         probabilities, features = scorer(synthetic.images(chosen))
         verdicts.append(judge(probabilities, features, labels[chosen], reference, config.min_confidence))
