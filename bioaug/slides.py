@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -198,7 +200,7 @@ def _open_plain_image(path: Path):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as probe:
+        with _third_party_quiet(), Image.open(path) as probe:
             probe.verify()
         return openslide.ImageSlide(str(path))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -228,7 +230,14 @@ def _resolve_mpp(path: Path, properties: dict, given: float | None) -> float:
 
 
 def _check_tiff_complete(path: Path) -> None:
-    """Refuse a TIFF-family file whose image data points past the end of the file (a truncated copy)."""
+    """Refuse a TIFF-family file (TIFF, BigTIFF, SVS, NDPI, SCN, pyramidal OME-TIFF, ...) that was cut short.
+
+    Formats such as Aperio SVS write each directory after its image data, so a truncated copy does not fail
+    to parse: it silently loses its last pages, or every page. Two checks catch that before OpenSlide sees the
+    file: every directory, out-of-line tag value and next-directory pointer of the chain (and of SubIFDs) lies
+    within the file, and every strip or tile of every page ends within it. Messages from tifffile and PIL
+    about the damage are kept off the terminal, so the one error line is all that is printed.
+    """
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic[:2] not in (b"II", b"MM"):
@@ -236,13 +245,105 @@ def _check_tiff_complete(path: Path) -> None:
     import tifffile
 
     size = os.path.getsize(path)
+    truncated = SlideError(path, f"truncated: the file ends at {size} bytes but its TIFF structure points "
+                                 f"further (an incomplete copy?)")
+    with _third_party_quiet():
+        try:
+            with tifffile.TiffFile(path) as tiff:
+                ndpi = tiff.is_ndpi  # 64-bit offsets in 32-bit fields: tifffile's own reading is the check
+                if not ndpi and _directory_chain_runs_past(path, size):
+                    raise truncated
+                pages = [page for series in tiff.series for level in series.levels for page in level.pages]
+                for page in [*tiff.pages, *pages]:
+                    if page is None or not hasattr(page, "dataoffsets"):
+                        continue
+                    ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c]
+                    if ends and max(ends) > size:
+                        raise truncated
+                if not len(tiff.pages):
+                    raise truncated
+        except SlideError:
+            raise
+        except Exception as exc:  # tifffile raises many types for damaged headers
+            if _directory_chain_runs_past(path, size):
+                raise truncated from None
+            raise SlideError(path, f"damaged TIFF structure ({exc.__class__.__name__}: {exc})") from None
+
+
+#: Byte sizes of TIFF field types (BYTE, ASCII, SHORT, LONG, RATIONAL, ..., LONG8, SLONG8, IFD8).
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8,
+                    17: 8, 18: 8}
+_SUBIFDS_TAG = 330
+
+
+def _directory_chain_runs_past(path: Path, size: int) -> bool:
+    """True when a TIFF directory, an out-of-line tag value or a directory pointer lies beyond ``size``.
+
+    Walks the main chain of image file directories and their SubIFDs (classic TIFF and BigTIFF) reading
+    only the directories, so it is cheap on multi-GB slides.
+    """
+    import struct
+
+    with open(path, "rb") as handle:
+        def read(offset: int, count: int) -> bytes | None:
+            if offset < 0 or offset + count > size:
+                return None
+            handle.seek(offset)
+            return handle.read(count)
+
+        head = read(0, 16) or b""
+        if len(head) < 8:
+            return True
+        order = "<" if head[:2] == b"II" else ">"
+        version = struct.unpack(order + "H", head[2:4])[0]
+        big = version == 43
+        if version not in (42, 43) or (big and len(head) < 16):
+            return False  # not a TIFF we know how to walk; tifffile's checks decide
+        offset_format, count_format, entry_size = (order + "Q", order + "Q", 20) if big else (order + "I", order + "H", 12)
+        pointer = 8 if big else 4
+        first = struct.unpack(offset_format, head[8:16] if big else head[4:8])[0]
+        pending, seen = [first], set()
+        while pending:
+            offset = pending.pop()
+            if offset == 0 or offset in seen:
+                continue
+            seen.add(offset)
+            raw_count = read(offset, struct.calcsize(count_format))
+            if raw_count is None:
+                return True
+            count = struct.unpack(count_format, raw_count)[0]
+            table = read(offset + len(raw_count), count * entry_size + pointer)
+            if table is None:
+                return True
+            for index in range(count):
+                entry = table[index * entry_size:(index + 1) * entry_size]
+                tag, kind = struct.unpack(order + "HH", entry[:4])
+                number = struct.unpack(offset_format if big else order + "I", entry[4:4 + pointer])[0]
+                length = _TIFF_TYPE_SIZES.get(kind, 1) * number
+                value = entry[4 + pointer:]
+                value_offset = struct.unpack(offset_format, value)[0] if length > pointer else None
+                if value_offset is not None and value_offset + length > size:
+                    return True
+                if tag == _SUBIFDS_TAG:
+                    raw = read(value_offset, length) if value_offset is not None else value[:length]
+                    step = 8 if big or kind in (16, 18) else 4
+                    fmt = order + ("Q" if step == 8 else "I")
+                    pending.extend(struct.unpack(fmt, raw[i:i + step])[0] for i in range(0, len(raw), step))
+            pending.append(struct.unpack(offset_format, table[-pointer:])[0])
+    return False
+
+
+@contextmanager
+def _third_party_quiet() -> Iterator[None]:
+    """Keep tifffile's log lines and PIL's warnings about a damaged file off the terminal."""
+    import warnings
+
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
     try:
-        with tifffile.TiffFile(path) as tiff:
-            for page in tiff.pages:
-                offsets, counts = page.dataoffsets, page.databytecounts
-                if offsets and max(o + c for o, c in zip(offsets, counts)) > size:
-                    raise SlideError(path, f"truncated: image data runs past the end of the file ({size} bytes)")
-    except SlideError:
-        raise
-    except Exception as exc:  # tifffile raises many types for damaged headers
-        raise SlideError(path, f"damaged TIFF structure ({exc.__class__.__name__}: {exc})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
