@@ -27,7 +27,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import StoreError
+from .errors import OutputError, StoreError
+from .progress import progress_bar
 from .provenance import sha256_file, sha256_json, write_json_atomic
 
 FORMAT_VERSION = 1
@@ -36,6 +37,7 @@ SHARDS_DIR = "shards"
 CORE_COLUMNS = ("patch_id", "slide", "x", "y", "label", "synthetic")
 UNLABELLED = ""
 _TMP_PREFIX = ".tmp-"
+_SHARD_FILES = {"images": "images.npy", "manifest": "manifest.csv"}
 
 
 @dataclass
@@ -172,7 +174,10 @@ def write_shard(store: Path, name: str, images: np.ndarray, rows: Sequence[dict[
         raise StoreError(store, f"shard {name}: {len(rows)} manifest rows for {len(images)} images")
     root = _shard_root(store)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=root))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{name}-", dir=root))
+    except OSError as exc:  # name the place that cannot be written, not the temporary name tried there
+        raise OutputError(root, f"cannot write shard {name} here ({exc.strerror})") from None
     final = root / name
     try:
         np.save(tmp / "images.npy", images)
@@ -191,6 +196,55 @@ def write_shard(store: Path, name: str, images: np.ndarray, rows: Sequence[dict[
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _writer_of(header: StoreHeader) -> str:
+    """The command whose run writes a store of this kind (for the 'incomplete store' message)."""
+    if header.kind == "synthetic":
+        return "bioaug augment"
+    return "bioaug evaluate" if "subset_key" in header.provenance else "bioaug tile"
+
+
+def _open_shard(shard: Path, patch_size: int) -> tuple[dict[str, Any], np.ndarray, list[dict[str, str]]]:
+    """A shard's record, memory-mapped images and manifest rows, after checking that they agree.
+
+    Cheap checks only (no hashing): ``shard.json`` is readable, ``images.npy`` is uint8 (count, patch, patch,
+    3) and exactly as long as that shape needs, and the manifest has one row per image.
+    """
+    try:
+        meta = json.loads((shard / "shard.json").read_text())
+        count = int(meta["count"])
+        for key in ("images_sha256", "manifest_sha256"):
+            str(meta[key])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"{exc.__class__.__name__}: {exc}"
+        raise StoreError(shard, f"unreadable shard.json ({reason})") from None
+    path = shard / "images.npy"
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(handle)
+            data_offset = handle.tell()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise StoreError(shard, f"unreadable images.npy ({reason})") from None
+    expected = (count, patch_size, patch_size, 3)
+    if tuple(shape) != expected or dtype != np.uint8 or fortran:
+        raise StoreError(shard, f"images.npy holds {dtype}{'(Fortran order)' if fortran else ''} of shape "
+                                f"{tuple(shape)}, shard.json and the header promise uint8 of shape {expected}")
+    size, needed = path.stat().st_size, data_offset + int(np.prod(expected))
+    if size != needed:
+        raise StoreError(shard, f"images.npy is {size} bytes, its shape needs {needed} (truncated or padded)")
+    images = np.load(path, mmap_mode="r")
+    try:
+        rows = _read_manifest(shard / "manifest.csv")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise StoreError(shard, f"unreadable manifest.csv ({exc.__class__.__name__})") from None
+    if len(rows) != count:
+        raise StoreError(shard, f"manifest.csv has {len(rows)} rows for {count} images")
+    return meta, images, rows
 
 
 def _write_manifest(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
@@ -223,22 +277,25 @@ class PatchStore:
         self.path = Path(path)
         self.header = _read_header(self.path)
         if require_complete and not self.header.complete:
-            raise StoreError(self.path, "store is incomplete (its tiling run did not finish); rerun it to resume")
+            raise StoreError(self.path, f"store is incomplete: the {_writer_of(self.header)} run that writes it "
+                                        f"did not finish; rerun the same command to resume")
         self._shards: list[tuple[str, np.ndarray]] = []
+        self._metas: list[dict[str, Any]] = []
         rows: list[dict[str, str]] = []
         offsets = [0]
-        for shard in sorted(p for p in _shard_root(self.path).iterdir() if not p.name.startswith(_TMP_PREFIX)):
-            try:
-                images = np.load(shard / "images.npy", mmap_mode="r")
-                shard_rows = _read_manifest(shard / "manifest.csv")
-            except (OSError, ValueError) as exc:
-                raise StoreError(shard, f"unreadable shard ({exc})") from None
-            if len(shard_rows) != len(images):
-                raise StoreError(shard, f"{len(shard_rows)} manifest rows for {len(images)} images")
+        root = _shard_root(self.path)
+        shards = sorted(p for p in root.iterdir() if not p.name.startswith(_TMP_PREFIX)) if root.is_dir() else []
+        for shard in shards:
+            meta, images, shard_rows = _open_shard(shard, self.header.patch_size)
             self._shards.append((shard.name, images))
+            self._metas.append(meta)
             rows.extend(shard_rows)
             offsets.append(offsets[-1] + len(images))
         self._offsets = np.asarray(offsets)
+        if self.header.complete and self.header.content_sha256 and \
+                self.compute_content_hash() != self.header.content_sha256:
+            raise StoreError(self.path, "its shards do not match the content hash in store.json (a shard was "
+                                        "added, removed or rewritten after the store was finished)")
         names = list(dict.fromkeys(key for row in rows for key in row)) or list(CORE_COLUMNS)
         self.manifest: dict[str, np.ndarray] = {
             name: _parse_column([row.get(name, "") for row in rows]) for name in names}
@@ -301,10 +358,28 @@ class PatchStore:
         """SHA-256 over the header's defining fields and every shard's recorded hashes."""
         digest = hashlib.sha256(sha256_json({"patch_size": self.patch_size, "mpp": self.mpp,
                                              "class_names": self.class_names, "kind": self.header.kind}).encode())
-        for name, _ in self._shards:
-            meta = json.loads((_shard_root(self.path) / name / "shard.json").read_text())
+        for (name, _), meta in zip(self._shards, self._metas):
             digest.update(f"{name}:{meta['images_sha256']}:{meta['manifest_sha256']}".encode())
         return digest.hexdigest()
+
+    def verify(self, *, progress: bool = True) -> None:
+        """Hash every shard's files and compare them with the SHA-256 recorded in its ``shard.json``.
+
+        Opening a store already checks each shard's shape, dtype, size and row count and that the recorded
+        hashes add up to the header's content hash; this reads every byte, so a model's recorded store hash
+        proves which patches it saw. Raises ``StoreError`` naming the first shard whose files changed.
+        """
+        root = _shard_root(self.path)
+        files = [(root / name, meta, kind) for (name, _), meta in zip(self._shards, self._metas)
+                 for kind in ("images", "manifest")]
+        sizes = [(shard / _SHARD_FILES[kind]).stat().st_size for shard, _, kind in files]
+        with progress_bar(total=round(sum(sizes) / 2 ** 20, 1), desc=f"verify {self.path.name}", unit="MiB",
+                          disable=not progress) as bar:
+            for (shard, meta, kind), size in zip(files, sizes):
+                if sha256_file(shard / _SHARD_FILES[kind]) != meta[f"{kind}_sha256"]:
+                    raise StoreError(shard, f"{_SHARD_FILES[kind]} does not match the SHA-256 in shard.json (changed "
+                                            f"after it was written); re-create the store or restore the shard")
+                bar.update(round(size / 2 ** 20, 1))
 
     @property
     def content_hash(self) -> str:

@@ -96,3 +96,81 @@ def test_subset_store_keeps_the_chosen_patches_and_is_reused(disc_store, tmp_pat
     assert again.content_hash == subset.content_hash
     other = subset_store(disc_store, chosen[:5], tmp_path / "subset", provenance={"fold": 0})
     assert len(other) == 5
+
+
+# -- verification: the content hash is a promise ----------------------------------------------------------------
+
+def _first_shard(store):
+    return sorted((store.path / "shards").iterdir())[0]
+
+
+def test_a_zeroed_shard_of_the_same_size_opens_but_fails_verification(tmp_path):
+    store = make_disc_store(tmp_path / "s", per_class=8, slides=2)
+    store.verify(progress=False)
+    shard = _first_shard(store)
+    images = np.load(shard / "images.npy", mmap_mode="r+")
+    images[:] = 0
+    images.flush()
+    del images
+    reopened = PatchStore(tmp_path / "s")  # shape, dtype and size still agree with shard.json
+    with pytest.raises(StoreError, match="images.npy does not match the SHA-256") as caught:
+        reopened.verify(progress=False)
+    assert shard.name in str(caught.value)
+
+
+def test_an_edited_manifest_fails_verification(tmp_path):
+    store = make_disc_store(tmp_path / "s", per_class=8, slides=2)
+    manifest = _first_shard(store) / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace("small", "large", 1))
+    with pytest.raises(StoreError, match="manifest.csv does not match"):
+        PatchStore(tmp_path / "s").verify(progress=False)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda shard: np.save(shard / "images.npy", np.zeros((6, 16, 16, 3), np.uint8)), "shape"),
+    (lambda shard: np.save(shard / "images.npy", np.zeros((6, 32, 32, 3), np.float32)), "float32"),
+    (lambda shard: (shard / "images.npy").write_bytes((shard / "images.npy").read_bytes()[:-100]), "truncated"),
+    (lambda shard: (shard / "images.npy").write_bytes(b"\0" * (shard / "images.npy").stat().st_size),
+     "unreadable images.npy"),
+    (lambda shard: (shard / "images.npy").unlink(), "unreadable images.npy"),
+    (lambda shard: (shard / "manifest.csv").unlink(), "unreadable manifest.csv"),
+    (lambda shard: (shard / "shard.json").write_text("{"), "unreadable shard.json"),
+], ids=["wrong shape", "wrong dtype", "cut short", "zeroed header", "missing images", "missing manifest",
+        "broken shard.json"])
+def test_opening_checks_every_shard_against_its_record(tmp_path, damage, message):
+    store = make_disc_store(tmp_path / "s", per_class=8, slides=4)
+    shard = _first_shard(store)
+    damage(shard)
+    with pytest.raises(StoreError, match=message) as caught:
+        PatchStore(tmp_path / "s")
+    assert str(caught.value).startswith(str(shard))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_removed_shard_breaks_the_content_hash(tmp_path):
+    import shutil
+
+    store = make_disc_store(tmp_path / "s", per_class=8, slides=2)
+    shutil.rmtree(_first_shard(store))
+    with pytest.raises(StoreError, match="do not match the content hash"):
+        PatchStore(tmp_path / "s")
+
+
+def test_an_incomplete_synthetic_store_names_augment(tmp_path):
+    StoreWriter(tmp_path / "s", StoreHeader(patch_size=8, mpp=0.5, class_names=["a"], kind="synthetic"))
+    with pytest.raises(StoreError, match="the bioaug augment run that writes it did not finish"):
+        PatchStore(tmp_path / "s")
+
+
+def test_training_refuses_a_store_whose_data_changed(tmp_path):
+    from bioaug.gan import TrainConfig, train
+
+    store = make_disc_store(tmp_path / "s", per_class=8, slides=2)
+    images = np.load(_first_shard(store) / "images.npy", mmap_mode="r+")
+    images[0] = 255 - images[0]
+    images.flush()
+    del images
+    config = TrainConfig(steps=1, batch_size=6, channels=8, max_channels=16, z_dim=8, device="cpu")
+    with pytest.raises(StoreError, match="does not match the SHA-256"):
+        train(tmp_path / "s", tmp_path / "run", config, progress=False)
+    assert not (tmp_path / "run").exists()

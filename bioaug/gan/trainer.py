@@ -83,6 +83,7 @@ def train(store: PatchStore | str | Path, out: str | Path, config: TrainConfig |
         if config.batch_size % context.world_size:
             raise ConfigError("config", f"batch_size {config.batch_size} does not split over "
                                         f"{context.world_size} ranks")
+        context.from_main(lambda: store.verify(progress=progress))  # the store hash a run records must be true
         state = context.from_main(lambda: _open_run(out, store, config, new))
         Trainer(store, out, config, sampler, context, progress=progress).run(state)
     return out
