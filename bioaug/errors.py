@@ -5,6 +5,8 @@ offending input and the problem in a single sentence.
 """
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -15,6 +17,9 @@ class BioaugError(Exception):
         self.source = None if source is None else str(source)
         self.problem = problem
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
+
+    def __reduce__(self):  # (source, problem), so errors raised in worker processes reach the caller intact
+        return type(self), (self.source, self.problem)
 
 
 class SlideError(BioaugError):
@@ -35,3 +40,28 @@ class ConfigError(BioaugError):
 
 class CheckpointError(BioaugError):
     """A training checkpoint is missing, corrupt or does not match its store."""
+
+
+class OutputError(BioaugError):
+    """An output cannot be written where it was asked for (read-only place, a file where a directory goes)."""
+
+
+def describe_os_error(exc: OSError) -> str | None:
+    """One line naming the path of a file-system error and the problem, or None when it names no path.
+
+    A path that cannot be made because one of its parents is a file is reported as that file, which is the
+    thing to fix, rather than as the path below it.
+    """
+    if exc.filename is None:
+        return None
+    path = Path(os.fsdecode(exc.filename))
+    if exc.errno == errno.ENOTDIR:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return f"{blocker}: is a file, but a directory is needed here"
+    if exc.errno == errno.EISDIR:
+        return f"{path}: is a directory, but a file is needed here"
+    problem = exc.strerror or exc.__class__.__name__
+    if exc.filename2 is not None:
+        return f"{path} -> {os.fsdecode(exc.filename2)}: {problem}"
+    return f"{path}: {problem}"

@@ -13,6 +13,8 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
+from .errors import OutputError
+
 _PACKAGES = ("bioaug", "torch", "monai", "numpy", "scikit-image", "scikit-learn", "openslide-python",
              "openslide-bin", "tifffile", "albumentations")
 
@@ -59,8 +61,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """A fresh temporary path beside ``path`` (parents created) that replaces ``path`` only if the block
     completes, and is removed otherwise: every file bioaug writes appears whole or not at all."""
     path = Path(path)
+    if path.is_dir():
+        raise OutputError(path, "is a directory, but a file is needed here")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # name the place that cannot be written, not the temporary name tried there
+        raise OutputError(path.parent, f"cannot write {path.name} here ({exc.strerror})") from None
     os.close(fd)
     try:
         yield Path(tmp)
