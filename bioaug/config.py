@@ -3,12 +3,18 @@
 Each stage defines one dataclass (``TileConfig``, ``TrainConfig``, ...). Its fields are the single source of
 truth for defaults, command-line options (``--field-name``) and help text (``field(metadata={"help": ...})``),
 so the CLI, config files and the library can never disagree. Precedence: defaults < config file < CLI flags.
+
+Values are checked strictly wherever they come from: an integer option takes only whole numbers (``steps: 2.7``
+is refused, not truncated), a float option only finite numbers (``--mpp inf`` is refused), and neither takes a
+boolean.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -20,7 +26,13 @@ C = TypeVar("C")
 
 
 def option(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with help text for ``--help``; lists and dicts get a default factory."""
+    """A dataclass field with help text for ``--help``; lists, dicts and nested configs get a default factory.
+
+    A nested config (a dataclass instance as default) is a section: another stage's whole config held by this
+    one, settable as a mapping in a config file and as ``--section-field`` flags.
+    """
+    if dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **kwargs})
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
@@ -50,21 +62,30 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
-    """Add one ``--field-name`` option per dataclass field; unset options stay ``None`` (= not given)."""
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = (),
+                         prefix: str = "") -> None:
+    """Add one ``--field-name`` option per dataclass field; unset options stay ``None`` (= not given).
+
+    A nested section (a dataclass-typed field) adds its own fields as ``--section-field`` (destination
+    ``section.field``), in a group of its own.
+    """
     hints = _field_types(cls)
-    group = parser.add_argument_group(f"{cls.__name__} options (also settable in --config)")
+    title = f"{cls.__name__} options" + (f" (section {prefix.rstrip('.')!r}" if prefix else " (")
+    group = parser.add_argument_group(title + ", also settable in --config)")
     for spec in dataclasses.fields(cls):
         if spec.name in skip:
             continue
         kind, is_list = _base_type(hints[spec.name])
+        if dataclasses.is_dataclass(kind):
+            add_config_arguments(parser, kind, prefix=f"{prefix}{spec.name}.")
+            continue
         default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()  # type: ignore[misc]
-        flag = "--" + spec.name.replace("_", "-")
+        flag = "--" + (prefix + spec.name).replace("_", "-").replace(".", "-")
         help_text = f"{spec.metadata.get('help', '')} (default: {default})"
         if "choices" in spec.metadata:
             help_text += f"; one of {', '.join(map(str, spec.metadata['choices']))}"
         parse = _parse_bool if kind is bool else kind
-        group.add_argument(flag, dest=spec.name, type=parse, nargs="+" if is_list else None, default=None,
+        group.add_argument(flag, dest=prefix + spec.name, type=parse, nargs="+" if is_list else None, default=None,
                            metavar=spec.name.upper(), help=help_text)
 
 
@@ -74,9 +95,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(path, f"cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"config is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                                f"{exc.start})") from None
     try:
         value = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -89,8 +113,43 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return value
 
 
-def build_config(cls: type[C], values: dict[str, Any], source: str | Path = "config") -> C:
-    """Instantiate ``cls`` from a mapping, rejecting unknown keys and values of the wrong type or choice."""
+def _coerce(kind: Any, value: Any) -> Any:
+    """``value`` as ``kind``, strictly: whole numbers only for int, finite numbers only for float.
+
+    Raises ``ValueError`` with the reason for anything else (``int(2.7)`` would silently give 2).
+    """
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return _parse_bool(value)
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ValueError("is not true or false")
+    if kind in (int, float) and isinstance(value, bool):
+        raise ValueError(f"is not a{'n integer' if kind is int else ' number'}")
+    if kind is int:
+        number = float(value) if isinstance(value, float) else None
+        if number is not None:
+            if not number.is_integer():
+                raise ValueError("is not a whole number")
+            return int(number)
+        return int(value)
+    if kind is float:
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("is not a finite number")
+        return number
+    return kind(value)
+
+
+def build_config(cls: type[C], values: dict[str, Any], source: str | Path = "config",
+                 sources: dict[str, str] | None = None) -> C:
+    """Instantiate ``cls`` from a mapping, rejecting unknown keys and values of the wrong type or choice.
+
+    ``sources`` names where each key's value came from (a file, or its command-line flag) for the error
+    line; keys not in it are blamed on ``source``.
+    """
     hints = _field_types(cls)
     names = {spec.name: spec for spec in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(names))
@@ -99,23 +158,33 @@ def build_config(cls: type[C], values: dict[str, Any], source: str | Path = "con
     clean: dict[str, Any] = {}
     for key, value in values.items():
         kind, is_list = _base_type(hints[key])
+        origin = (sources or {}).get(key, source)
+        if dataclasses.is_dataclass(kind):
+            if isinstance(value, kind):
+                clean[key] = value
+            elif isinstance(value, dict):
+                inner = {name[len(key) + 1:]: where for name, where in (sources or {}).items()
+                         if name.startswith(key + ".")}
+                clean[key] = build_config(kind, value, source=f"{origin} section {key!r}", sources=inner)
+            else:
+                raise ConfigError(origin, f"section {key!r} must be a mapping of option names to values")
+            continue
         try:
             if value is None:
                 clean[key] = None
             elif is_list:
                 items = value if isinstance(value, (list, tuple)) else [value]
-                clean[key] = [kind(v) for v in items]
-            elif kind is bool and isinstance(value, str):
-                clean[key] = _parse_bool(value)
+                clean[key] = [_coerce(kind, v) for v in items]
             else:
-                clean[key] = kind(value)
-        except (TypeError, ValueError, argparse.ArgumentTypeError):
-            raise ConfigError(source, f"option {key!r}: {value!r} is not a valid {kind.__name__}") from None
+                clean[key] = _coerce(kind, value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            reason = str(exc) if str(exc).startswith("is not") else f"is not a valid {kind.__name__}"
+            raise ConfigError(origin, f"option {key!r}: {value!r} {reason}") from None
         choices = names[key].metadata.get("choices")
         if choices and clean[key] is not None:
             for item in clean[key] if is_list else [clean[key]]:
                 if item not in choices:
-                    raise ConfigError(source, f"option {key!r}: {item!r} is not one of {', '.join(map(str, choices))}")
+                    raise ConfigError(origin, f"option {key!r}: {item!r} is not one of {', '.join(map(str, choices))}")
     config = cls(**clean)
     validate = getattr(config, "validate", None)
     if validate is not None:
@@ -126,14 +195,31 @@ def build_config(cls: type[C], values: dict[str, Any], source: str | Path = "con
 def resolve_config(cls: type[C], args: argparse.Namespace) -> C:
     """Defaults < ``--config`` file < explicit CLI flags, as one validated dataclass instance."""
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     config_path = getattr(args, "config", None)
     if config_path:
         values.update(load_config_file(config_path))
+    _given_flags(cls, args, values, sources, "")
+    return build_config(cls, values, source=config_path or "command line", sources=sources)
+
+
+def _given_flags(cls: type, args: argparse.Namespace, values: dict[str, Any], sources: dict[str, str],
+                 prefix: str) -> None:
+    """Merge the flags given on the command line into ``values`` (nested sections into their mappings)."""
+    hints = _field_types(cls)
     for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
-        given = getattr(args, spec.name, None)
+        kind, _ = _base_type(hints[spec.name])
+        if dataclasses.is_dataclass(kind):
+            section = values.get(spec.name)
+            section = dict(section) if isinstance(section, dict) else {}
+            _given_flags(kind, args, section, sources, f"{prefix}{spec.name}.")
+            if section:
+                values[spec.name] = section
+            continue
+        given = getattr(args, prefix + spec.name, None)
         if given is not None:
             values[spec.name] = given
-    return build_config(cls, values, source=config_path or "command line")
+            sources[prefix + spec.name] = "--" + (prefix + spec.name).replace("_", "-").replace(".", "-")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
