@@ -106,11 +106,11 @@ def test_adaptive_probability_follows_the_sign_of_real_scores():
 def test_batches_are_class_balanced_and_shard_over_ranks():
     labels = np.array([0] * 50 + [1] * 5 + [2] * 1)
     sampler = ClassBalancedSampler(labels, ["a", "b", "c"], seed=3)
-    indices, batch_labels = sampler.batch(step=7, batch_size=12)
+    indices, batch_labels, classes = sampler.batch(step=7, batch_size=12)
     assert np.bincount(batch_labels, minlength=3).tolist() == [4, 4, 4]
-    assert (labels[indices] == batch_labels).all()
-    first, _ = sampler.batch(step=7, batch_size=12, rank=0, world_size=2)
-    second, _ = sampler.batch(step=7, batch_size=12, rank=1, world_size=2)
+    assert (labels[indices] == batch_labels).all() and (classes == batch_labels).all()
+    first = sampler.batch(step=7, batch_size=12, rank=0, world_size=2).indices
+    second = sampler.batch(step=7, batch_size=12, rank=1, world_size=2).indices
     assert np.concatenate([first, second]).tolist() == indices.tolist()
     seen = np.concatenate([sampler.batch(step, 12)[0] for step in range(50)])
     assert set(seen[labels[seen] == 0]) == set(range(50))  # every majority patch is visited

@@ -6,7 +6,8 @@ loaded on first use.
 from __future__ import annotations
 
 from ..lazy import lazy_getattr
-from .config import SIZE_DEFAULTS, TrainConfig  # noqa: F401 (re-exported)
+from .config import TrainConfig  # noqa: F401 (re-exported)
+from .presets import PRESETS, SIZE_DEFAULTS, Preset, register_preset  # noqa: F401 (re-exported)
 
 _LAZY = {
     "train": "bioaug.gan.trainer",
@@ -15,5 +16,5 @@ _LAZY = {
     "generate": "bioaug.gan.sampling",
 }
 
-__all__ = sorted([*_LAZY, "SIZE_DEFAULTS", "TrainConfig"])
+__all__ = sorted([*_LAZY, "PRESETS", "Preset", "SIZE_DEFAULTS", "TrainConfig", "register_preset"])
 __getattr__ = lazy_getattr(__name__, _LAZY)

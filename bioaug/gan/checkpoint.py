@@ -12,6 +12,11 @@ weights_only=True)``::
     rng             one entry per rank: {"torch", "cuda" (or None), "numpy", "python"} generator states
     config          the resolved TrainConfig as a dict
     class_names, patch_size, store_sha256, world_size
+    lecam_state     LeCam's moving averages of D(real), D(fake) and their update count (zeros before LeCam)
+    train_seconds   training time so far, over resumes (what ``time_budget`` counts; 0 before it existed)
+
+Checkpoints written before an option existed are read as trained with that option's setting of the time
+(:data:`LEGACY_OPTIONS`: the plain networks, no LeCam, unlabelled rows ignored).
 """
 from __future__ import annotations
 
@@ -34,6 +39,9 @@ FORMAT = "bioaug.gan.checkpoint/1"
 REQUIRED_KEYS = ("step", "generator", "discriminator", "generator_ema", "optimizer_g", "optimizer_d",
                  "augment_p", "augment_signs", "rng", "config", "class_names", "patch_size", "store_sha256",
                  "world_size")
+#: Options added after the first checkpoints, with the value those checkpoints were trained with.
+LEGACY_OPTIONS = {"preset": "plain", "lecam": 0.0, "lecam_decay": 0.99, "unlabelled": "ignore",
+                  "unlabelled_fraction": 0.5, "time_budget": 0.0}
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -65,6 +73,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise CheckpointError(path, f"checkpoint is missing {missing[0]!r}")
+    state["config"] = {**LEGACY_OPTIONS, **state["config"]}
+    state.setdefault("lecam_state", torch.zeros(3))
+    state.setdefault("train_seconds", 0.0)
     return state
 
 

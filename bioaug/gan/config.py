@@ -2,7 +2,8 @@
 
 Kept free of torch so that the command line can build ``--help`` and ``--dry-run`` without importing it.
 Options whose default depends on the patch size are ``None`` until :meth:`TrainConfig.resolve` fills them in
-from :data:`SIZE_DEFAULTS`; the resolved config is what a run records and what a checkpoint holds.
+from the preset's size defaults (:mod:`bioaug.gan.presets`); the resolved config is what a run records and
+what a checkpoint holds.
 """
 from __future__ import annotations
 
@@ -10,20 +11,13 @@ import dataclasses
 from dataclasses import dataclass
 from ..config import option
 from ..errors import ConfigError
+from .presets import PRESETS, SIZED_OPTIONS, get_preset
 
 AUGMENTATIONS = ("color", "translation", "cutout", "stain")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
-#: Per patch size: channels at full resolution (doubled at every halving, up to ``max_channels``) and the
-#: global batch. At 32 px this is a 1.5M-parameter generator of about 0.1 GFLOP per image, which trains at
-#: about a hundred images/s per CPU core; 64 and 128 px are sized for a workstation GPU.
-SIZE_DEFAULTS: dict[int, dict[str, int]] = {
-    32: {"channels": 32, "max_channels": 256, "batch_size": 64},
-    64: {"channels": 32, "max_channels": 256, "batch_size": 64},
-    128: {"channels": 32, "max_channels": 512, "batch_size": 32},
-}
-_SIZED = ("channels", "max_channels", "batch_size")
+UNLABELLED_USES = ("ignore", "discriminator")
 #: Smallest patch the networks handle: two stages of 2x up/down sampling from their 4x4 base.
 MIN_PATCH_SIZE = 16
 
@@ -37,18 +31,32 @@ class TrainConfig:
     """
 
     steps: int = option(20000, "training steps, each one discriminator and one generator update", resumable=True)
+    time_budget: float = option(0.0, "stop after this many seconds of training, counted over resumes, even "
+                                     "before --steps (0: no limit); the steps done are recorded",
+                                resumable=True)
+    preset: str = option("plain", f"generator and discriminator networks by name: {', '.join(PRESETS)} "
+                                  "(see bioaug.gan.presets)")
     batch_size: int | None = option(None, "global batch of real patches per step, split over torchrun ranks "
                                           "(None: by patch size, 64 up to 64 px, 32 at 128 px)")
     z_dim: int = option(128, "latent dimension of the generator")
     channels: int | None = option(None, "feature channels at full resolution, doubled at each halving up to "
-                                        "max-channels (None: by patch size, 32 for each)")
-    max_channels: int | None = option(None, "cap on feature channels (None: by patch size, 256 up to 64 px, "
-                                            "512 at 128 px)")
+                                        "max-channels (None: by preset and patch size, 32 for each)")
+    max_channels: int | None = option(None, "cap on feature channels (None: by preset and patch size, 256 up "
+                                            "to 64 px, 512 at 128 px)")
     lr_g: float = option(1e-4, "Adam learning rate of the generator")
     lr_d: float = option(4e-4, "Adam learning rate of the discriminator (4 x lr-g, the two time-scale rule: "
                                "with equal rates the generator outruns the discriminator and collapses)")
     d_steps: int = option(2, "discriminator updates per generator update (SNGAN's n_dis), each on a new batch")
     betas: list[float] = option([0.0, 0.99], "Adam betas (beta1 0 avoids momentum chasing a moving opponent)")
+    lecam: float = option(0.0, "weight of the LeCam regulariser on discriminator scores (Tseng et al. 2021; "
+                                "0.1-0.3 in their low-data runs; 0: off)")
+    lecam_decay: float = option(0.99, "decay of the moving averages of D(real) and D(fake) that LeCam anchors to")
+    unlabelled: str = option("ignore", "what unlabelled rows (label -1) of the store train: 'discriminator' "
+                                       "feeds them to the discriminator's class-independent term and the "
+                                       "generator's realism through it; 'ignore' leaves them out",
+                             choices=UNLABELLED_USES)
+    unlabelled_fraction: float = option(0.5, "share of each batch drawn from unlabelled rows with "
+                                             "--unlabelled discriminator (when the store has any)")
     ema_decay: float = option(0.999, "decay of the generator's exponential moving average used for sampling")
     augment: list[str] = option(list(AUGMENTATIONS), "differentiable augmentations applied to every image the "
                                                      "discriminator sees", choices=AUGMENTATIONS)
@@ -82,12 +90,19 @@ class TrainConfig:
                 raise ConfigError("config", f"option {name!r} must be positive, got {getattr(self, name)}")
         if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
             raise ConfigError("config", f"option 'betas' needs two values in [0, 1), got {self.betas}")
-        for name in ("augment_p", "ema_decay"):
+        if self.time_budget < 0 or self.lecam < 0:
+            raise ConfigError("config", "options 'time_budget' and 'lecam' must be at least 0, got "
+                                        f"{self.time_budget} and {self.lecam}")
+        if not 0 <= self.unlabelled_fraction < 1:
+            raise ConfigError("config", f"option 'unlabelled_fraction' must lie in [0, 1), got "
+                                        f"{self.unlabelled_fraction}")
+        get_preset(self.preset)
+        for name in ("augment_p", "ema_decay", "lecam_decay"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError("config", f"option {name!r} must lie in [0, 1], got {getattr(self, name)}")
         if not 0 < self.ada_target < 1:
             raise ConfigError("config", f"option 'ada_target' must lie in (0, 1), got {self.ada_target}")
-        for name, valid in (("device", DEVICES), ("precision", PRECISIONS)):
+        for name, valid in (("device", DEVICES), ("precision", PRECISIONS), ("unlabelled", UNLABELLED_USES)):
             if getattr(self, name) not in valid:
                 raise ConfigError("config", f"option {name!r}: {getattr(self, name)!r} is not one of "
                                             f"{', '.join(valid)}")
@@ -98,20 +113,22 @@ class TrainConfig:
     def resolve(self, patch_size: int) -> "TrainConfig":
         """A copy with the size-dependent defaults filled in for ``patch_size``.
 
-        Raises ``ConfigError`` when the networks cannot be built for that size (it must be 4 * 2**n, at least
-        16) or when it has no default architecture and the size-dependent options were left unset.
+        Raises ``ConfigError`` for an unknown preset, when the networks cannot be built for that size (it must
+        be 4 * 2**n, at least 16) or when the preset has no defaults for it and the size-dependent options
+        were left unset.
         """
+        defaults = get_preset(self.preset).size_defaults
         stages = (patch_size // 4).bit_length() - 1
         if patch_size < MIN_PATCH_SIZE or 4 * 2 ** stages != patch_size:
             raise ConfigError("config", f"no architecture for {patch_size} px patches: the GAN needs 4 * 2**n "
                                         f"pixels, at least {MIN_PATCH_SIZE} (defaults exist for "
-                                        f"{', '.join(map(str, SIZE_DEFAULTS))})")
-        missing = [name for name in _SIZED if getattr(self, name) is None]
-        if missing and patch_size not in SIZE_DEFAULTS:
+                                        f"{', '.join(map(str, defaults))})")
+        missing = [name for name in SIZED_OPTIONS if getattr(self, name) is None]
+        if missing and patch_size not in defaults:
             raise ConfigError("config", f"no default architecture for {patch_size} px patches (defaults exist for "
-                                        f"{', '.join(map(str, SIZE_DEFAULTS))}); set "
+                                        f"{', '.join(map(str, defaults))}); set "
                                         f"{', '.join(name.replace('_', '-') for name in missing)}")
-        resolved = dataclasses.replace(self, **{name: SIZE_DEFAULTS[patch_size][name] for name in missing})
+        resolved = dataclasses.replace(self, **{name: defaults[patch_size][name] for name in missing})
         resolved.validate()
         return resolved
 

@@ -1,7 +1,8 @@
-"""Class-balanced batches of real patches, as a pure function of (seed, step, rank)."""
+"""Class-balanced batches of real patches, labelled and unlabelled, as a pure function of (seed, step, rank)."""
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -10,41 +11,74 @@ from ..errors import StoreError
 from ..store import PatchStore
 
 
-class ClassBalancedSampler:
-    """Which labelled patches form each batch, so that minority classes are learned as well as majority ones.
+class Batch(NamedTuple):
+    """One rank's share of a batch: store rows, their labels, and the class to generate at each position."""
 
-    Position ``q`` of the global stream of patches (``step * batch_size + rank * local_batch + i``) takes class
-    ``q mod K``, so every class fills the same share of every batch whatever its size, and the ``(q // K)``-th
-    draw of that class, read from a permutation of the class reshuffled each time the class is used up
-    (seeded by seed, class and class epoch). Minority patches therefore repeat more often, every patch of a
-    class is seen once per class epoch, and because nothing depends on earlier batches a resumed run draws
-    exactly the batches it would have drawn, on any number of ranks.
+    indices: np.ndarray
+    #: The row's class, or -1 for an unlabelled row (the discriminator scores it without its class term).
+    labels: np.ndarray
+    #: The class the generator draws the fake paired with each position: the label where there is one,
+    #: otherwise a class-balanced choice.
+    classes: np.ndarray
+
+
+class ClassBalancedSampler:
+    """Which patches form each batch, so that minority classes are learned as well as majority ones.
+
+    Each global batch of ``B`` positions holds ``floor(B * unlabelled_fraction)`` unlabelled rows, spread
+    evenly over it (none when the fraction is 0 or the store has no unlabelled rows), and labelled rows
+    elsewhere. The labelled positions form one stream over the run: its ``q``-th patch takes class
+    ``q mod K``, so every class fills the same share of every batch whatever its size, and is the
+    ``(q // K)``-th draw of that class, read from a permutation of the class reshuffled each time the class
+    is used up (seeded by seed, class and class epoch). Unlabelled positions form a second stream, read the
+    same way from permutations of all unlabelled rows; the fake paired with the ``q``-th of them is of class
+    ``q mod K``. Minority patches therefore repeat more often, every patch is seen once per epoch of its
+    stream, and because nothing depends on earlier batches a resumed run draws exactly the batches it would
+    have drawn, on any number of ranks.
     """
 
-    def __init__(self, labels: np.ndarray, class_names: list[str], seed: int, *, source: object = "store") -> None:
+    def __init__(self, labels: np.ndarray, class_names: list[str], seed: int, *, source: object = "store",
+                 unlabelled_fraction: float = 0.0) -> None:
         self.members = [np.flatnonzero(labels == k) for k in range(len(class_names))]
         if not any(len(m) for m in self.members):
             raise StoreError(source, "has no labelled patches; training the conditional GAN needs class labels")
         empty = [name for name, m in zip(class_names, self.members) if not len(m)]
         if empty:
             raise StoreError(source, f"class {empty[0]!r} has no labelled patches; every class needs some")
+        self.unlabelled = np.flatnonzero(labels < 0) if unlabelled_fraction > 0 else np.zeros(0, np.int64)
+        self.unlabelled_fraction = unlabelled_fraction if len(self.unlabelled) else 0.0
         self.seed = seed
-        self._permutation = functools.lru_cache(maxsize=4 * len(class_names))(self._make_permutation)
+        self._permutation = functools.lru_cache(maxsize=4 * (len(class_names) + 1))(self._make_permutation)
 
-    def _make_permutation(self, label: int, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, label, epoch]).permutation(self.members[label])
+    def _make_permutation(self, stream: int, epoch: int) -> np.ndarray:
+        """Permutation ``epoch`` of class ``stream``'s rows, or of the unlabelled rows for ``stream == K``."""
+        rows = self.members[stream] if stream < len(self.members) else self.unlabelled
+        return np.random.default_rng([self.seed, stream, epoch]).permutation(rows)
 
-    def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Store indices and class labels of this rank's share of the global batch at ``step``."""
+    def _draw(self, stream: int, draw: int) -> int:
+        size = len(self.members[stream]) if stream < len(self.members) else len(self.unlabelled)
+        return int(self._permutation(stream, draw // size)[draw % size])
+
+    def unlabelled_per_batch(self, batch_size: int) -> int:
+        """Unlabelled rows in every global batch of ``batch_size``."""
+        return int(batch_size * self.unlabelled_fraction)
+
+    def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Batch:
+        """This rank's share of the global batch at ``step``."""
+        classes = len(self.members)
+        n_unlabelled = self.unlabelled_per_batch(batch_size)
+        position = np.arange(batch_size)
+        unlabelled = (position + 1) * n_unlabelled // batch_size > position * n_unlabelled // batch_size
+        stream = np.where(unlabelled, step * n_unlabelled + np.cumsum(unlabelled) - 1,
+                          step * (batch_size - n_unlabelled) + np.cumsum(~unlabelled) - 1)
         local = batch_size // world_size
-        positions = step * batch_size + rank * local + np.arange(local)
-        labels = positions % len(self.members)
-        draws = positions // len(self.members)
+        chosen = slice(rank * local, (rank + 1) * local)
+        unlabelled, stream = unlabelled[chosen], stream[chosen]
         indices = np.empty(local, dtype=np.int64)
-        for i, (label, draw) in enumerate(zip(labels.tolist(), draws.tolist())):
-            size = len(self.members[label])
-            indices[i] = self._permutation(label, draw // size)[draw % size]
-        return indices, labels
+        labels = np.where(unlabelled, -1, stream % classes)
+        for i, (is_unlabelled, q) in enumerate(zip(unlabelled.tolist(), stream.tolist())):
+            indices[i] = self._draw(classes, q) if is_unlabelled else self._draw(q % classes, q // classes)
+        return Batch(indices, labels, stream % classes)
 
 
 def load_images(store: PatchStore, indices: np.ndarray, device: torch.device, *,

@@ -1,11 +1,13 @@
-"""The class-conditional generator and the projection discriminator.
+"""The plain preset's class-conditional generator and projection discriminator, and what every preset shares.
 
 Both grow one stage per doubling of resolution from a 4x4 base, so the depth follows the patch size: three
 stages at 32 px, four at 64, five at 128. Channels are ``channels`` at full resolution and double at every
 halving up to ``max_channels`` (:func:`stage_channels`). Each stage is a single 3x3 convolution (generator,
 after nearest-neighbour upsampling, which avoids the checkerboard of transposed convolutions) or a single 4x4
 stride-2 convolution (discriminator): small-data GANs are limited by the discriminator overfitting, not by
-capacity, and one convolution per stage keeps CPU training at hundreds of images per second.
+capacity, and one convolution per stage keeps CPU training at hundreds of images per second. The residual
+preset (:mod:`bioaug.gan.residual`) reuses :class:`ConditionalBatchNorm2d`, :func:`stage_channels` and
+:func:`project`; :func:`build_generator` and :func:`build_discriminator` build any preset by name.
 """
 from __future__ import annotations
 
@@ -14,12 +16,24 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .config import TrainConfig
+from .presets import get_preset
 
 
 def stage_channels(patch_size: int, channels: int, max_channels: int) -> list[int]:
     """Channels at resolutions 4, 8, ..., ``patch_size`` (coarse to fine)."""
     sizes = [4 * 2 ** i for i in range((patch_size // 4).bit_length())]
     return [min(channels * patch_size // size, max_channels) for size in sizes]
+
+
+def project(phi: torch.Tensor, labels: torch.Tensor, linear: nn.Module, embed: nn.Module) -> torch.Tensor:
+    """Projection head ``psi(phi) + [y >= 0] embed(y) . phi``: scores (N,) from pooled features (N, C).
+
+    Rows labelled -1 (unlabelled patches) get the class-independent term ``psi(phi)`` alone, so they train
+    the features and ``psi`` but never the class embedding: its gradient from such rows is exactly zero.
+    """
+    labelled = labels >= 0
+    class_term = (embed(labels.clamp(min=0)) * phi).sum(dim=1)
+    return linear(phi).squeeze(1) + torch.where(labelled, class_term, torch.zeros_like(class_term))
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -73,6 +87,8 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """Projection discriminator ``D(x, y) = w . phi(x) + embed(y) . phi(x)`` (Miyato & Koyama, 2018).
 
+    ``y = -1`` scores only the class-independent term ``w . phi(x)`` (:func:`project`).
+
     The class enters as an inner product with the pooled features rather than as an input channel, which
     conditions on the class without letting it dominate the realism score. Every weight is spectrally
     normalised so the discriminator is 1-Lipschitz per layer, which keeps its gradients useful to the
@@ -98,16 +114,17 @@ class Discriminator(nn.Module):
         return self.act(self.final(x)).sum(dim=(2, 3))
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        phi = self.features(x)
-        return (self.linear(phi) + (self.embed(labels) * phi).sum(dim=1, keepdim=True)).squeeze(1)
+        return project(self.features(x), labels, self.linear, self.embed)
 
 
-def build_generator(config: TrainConfig, num_classes: int, patch_size: int) -> Generator:
-    """The generator a resolved ``config`` describes."""
-    return Generator(num_classes, patch_size, z_dim=config.z_dim, channels=config.channels,
-                     max_channels=config.max_channels)
+def build_generator(config: TrainConfig, num_classes: int, patch_size: int) -> nn.Module:
+    """The generator of the preset a resolved ``config`` names."""
+    cls = get_preset(config.preset).generator_class()
+    return cls(num_classes, patch_size, z_dim=config.z_dim, channels=config.channels,
+               max_channels=config.max_channels)
 
 
-def build_discriminator(config: TrainConfig, num_classes: int, patch_size: int) -> Discriminator:
-    """The discriminator a resolved ``config`` describes."""
-    return Discriminator(num_classes, patch_size, channels=config.channels, max_channels=config.max_channels)
+def build_discriminator(config: TrainConfig, num_classes: int, patch_size: int) -> nn.Module:
+    """The discriminator of the preset a resolved ``config`` names."""
+    cls = get_preset(config.preset).discriminator_class()
+    return cls(num_classes, patch_size, channels=config.channels, max_channels=config.max_channels)

@@ -6,15 +6,20 @@ Run directory (rank 0 writes it; the augment stage reads it)::
                            seed, devices, package versions
     checkpoint.pt          latest full training state (see bioaug.gan.checkpoint), replaced atomically
     log.jsonl              append-only; one JSON object per line: run events and, every log_every steps,
-                           losses, discriminator scores, augment p, ADA r_t, images/s; per-class diversity at
-                           snapshots
+                           losses (and the LeCam term when on), discriminator scores, augment p, ADA r_t,
+                           images/s; per-class diversity at snapshots
     samples/step-NNNNNN.png  EMA samples at every snapshot, fixed latents, one row per class
     reals.png              real patches in the same layout, written when a run starts
 
 Exact resume: every source of randomness is either a pure function of (seed, step, rank) (the batches) or a
 generator whose state the checkpoint holds (latents and augmentation), and nothing that happens only at
 snapshots or checkpoints draws from those generators; so on the CPU a run killed and resumed ends with the
-same weights, bit for bit, as one that ran straight through.
+same weights, bit for bit, as one that ran straight through. (A ``time_budget`` makes where a run stops depend
+on the machine's speed; every step it takes is still the same.)
+
+Unlabelled rows (label -1) join each batch as ``unlabelled_fraction`` of it with ``unlabelled=discriminator``:
+the discriminator scores them, and the fakes paired with them, by its class-independent term alone, so they
+teach realism to the discriminator's features and, through them, to the generator, but never a class.
 """
 from __future__ import annotations
 
@@ -40,12 +45,12 @@ from ..store import PatchStore
 from .augment import AugmentController, augment
 from .checkpoint import capture_rng, check_resumable, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
-from .data import ClassBalancedSampler, load_images
+from .data import Batch, ClassBalancedSampler, load_images
 from .distributed import Context, distributed
 from .diversity import COLLAPSE_RATIO, COLLAPSE_WARMUP, diversity_ratios, pairwise_diversity
 from .ema import ema_decay_at, update_ema
 from .grids import class_grid, write_png
-from .losses import discriminator_hinge_loss, generator_hinge_loss
+from .losses import LeCam, discriminator_hinge_loss, generator_hinge_loss
 from .networks import build_discriminator, build_generator
 from .sampling import generate
 
@@ -77,7 +82,9 @@ def train(store: PatchStore | str | Path, out: str | Path, config: TrainConfig |
     """
     store = store if isinstance(store, PatchStore) else PatchStore(store)
     config = (config or TrainConfig()).resolve(store.patch_size)
-    sampler = ClassBalancedSampler(store.labels, store.class_names, config.seed, source=store.path)
+    fraction = config.unlabelled_fraction if config.unlabelled == "discriminator" else 0.0
+    sampler = ClassBalancedSampler(store.labels, store.class_names, config.seed, source=store.path,
+                                   unlabelled_fraction=fraction)
     out = Path(out)
     with distributed(config.device) as context:
         if config.batch_size % context.world_size:
@@ -140,7 +147,9 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas)
         self.augment = AugmentController(config, self.device)
+        self.lecam = LeCam(config.lecam, config.lecam_decay, self.device)
         self.step = 0
+        self.train_seconds = 0.0
 
     def _use_bf16(self) -> bool:
         supported = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -158,6 +167,8 @@ class Trainer:
         self.opt_g.load_state_dict(state["optimizer_g"])
         self.opt_d.load_state_dict(state["optimizer_d"])
         self.step = int(state["step"])
+        self.train_seconds = float(state["train_seconds"])
+        self.lecam.state = state["lecam_state"].to(self.device)
         self.augment.p = float(state["augment_p"])
         if self.context.is_main:  # the sums were reduced over all ranks when saved: they count once
             self.augment.sums.copy_(state["augment_signs"])
@@ -182,6 +193,8 @@ class Trainer:
             "optimizer_d": self.opt_d.state_dict(),
             "augment_p": self.augment.p,
             "augment_signs": signs,
+            "lecam_state": self.lecam.state.cpu(),
+            "train_seconds": self.train_seconds,
             "rng": rng,
             "config": config_to_dict(self.config),
             "class_names": self.store.class_names,
@@ -200,15 +213,16 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------------------
 
     def run(self, state: dict[str, Any] | None) -> None:
-        """Train from scratch or from ``state`` up to ``config.steps``."""
+        """Train from scratch or from ``state`` up to ``config.steps`` or until ``config.time_budget`` is spent."""
         if state is not None:
             self.load(state)
         else:
             _seed_everything(_stream_seed(self.config.seed, self.context.rank))
         start = self.step
-        if start >= self.config.steps:
+        if start >= self.config.steps or self._out_of_time(0.0, check=True):
             if self.progress:
-                write(f"{self.out}: already trained for {start} steps; raise steps to train further")
+                write(f"{self.out}: already trained for {start} steps ({self.train_seconds:.0f} s); raise steps "
+                      f"or time-budget to train further")
             return
         generator, discriminator = self.generator, self.discriminator
         if self.config.compile:
@@ -221,8 +235,9 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         real_diversity = self._begin(start, resumed=state is not None)
-        totals = torch.zeros(4, device=self.device)
+        totals = torch.zeros(5, device=self.device)
         interval_start, paused, interval_steps = time.perf_counter(), 0.0, 0
+        loop_start, seconds_before = time.perf_counter(), self.train_seconds
         with progress_bar(total=self.config.steps, initial=start, unit="step", desc="train",
                           disable=not self.progress) as bar:
             while self.step < self.config.steps:
@@ -232,7 +247,9 @@ class Trainer:
                 bar.update(1)
                 if self.step % self.augment.interval == 0:
                     self.augment.adjust(self.context.all_reduce_sum)
-                last = self.step == self.config.steps
+                self.train_seconds = seconds_before + time.perf_counter() - loop_start
+                out_of_time = self._out_of_time(self.train_seconds, check=self.step % self.config.log_every == 0)
+                last = self.step == self.config.steps or out_of_time
                 record: dict[str, Any] = {}
                 if self.step % self.config.log_every == 0 or last:
                     seconds = time.perf_counter() - interval_start - paused
@@ -249,27 +266,55 @@ class Trainer:
                 if self.step % self.config.checkpoint_every == 0 or last:
                     self.save()
                 paused += time.perf_counter() - pause_start
+                if out_of_time:
+                    if self.context.is_main:
+                        self._log({"event": "time budget spent", "step": self.step,
+                                   "train_seconds": round(self.train_seconds, 1)})
+                    break
         if self.context.is_main:
             self._log({"event": "end", "step": self.step, "time": _now()})
 
+    def _out_of_time(self, seconds: float, *, check: bool) -> bool:
+        """Whether the time budget is spent; agreed by every rank, which compare only when ``check``."""
+        if not self.config.time_budget or not check:
+            return False
+        spent = torch.tensor([float(max(seconds, self.train_seconds) >= self.config.time_budget)],
+                             device=self.device)
+        return bool(self.context.all_reduce_sum(spent).item() > 0)
+
+    def discriminator_loss(self, generator: torch.nn.Module, discriminator: torch.nn.Module,
+                           batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hinge loss (plus LeCam when on) of one discriminator batch: reals of ``batch`` against fakes of its
+        classes, every row scored with its label (the class-independent term alone for label -1).
+
+        Returns (loss, LeCam term, scores of reals, scores of fakes).
+        """
+        config, device = self.config, self.device
+        real = load_images(self.store, batch.indices, device, channels_last=config.channels_last)
+        labels = torch.from_numpy(batch.labels).to(device)
+        latents = torch.randn(len(labels), config.z_dim, device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            with torch.no_grad():
+                fake = generator(latents, torch.from_numpy(batch.classes).to(device))
+            scores = discriminator(augment(torch.cat([real, fake]), self.augment.p, config.augment),
+                                   torch.cat([labels, labels])).float()
+        real_scores, fake_scores = scores.chunk(2)
+        loss = discriminator_hinge_loss(real_scores, fake_scores)
+        regulariser = torch.zeros((), device=device)
+        if self.lecam.enabled:
+            self.lecam.update(real_scores, fake_scores, self.context.all_reduce_sum)
+            regulariser = self.lecam.penalty(real_scores, fake_scores)
+        return loss + regulariser, regulariser, real_scores, fake_scores
+
     def _train_step(self, generator: torch.nn.Module, discriminator: torch.nn.Module) -> torch.Tensor:
         """``d_steps`` discriminator updates, then one generator update; returns (loss_d, loss_g, D(real),
-        D(fake)) of the last discriminator update."""
+        D(fake), LeCam term) of the last discriminator update."""
         config, device = self.config, self.device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
         for k in range(config.d_steps):
-            indices, labels = self.sampler.batch(self.step * config.d_steps + k, config.batch_size,
-                                                 self.context.rank, self.context.world_size)
-            real = load_images(self.store, indices, device, channels_last=config.channels_last)
-            labels = torch.from_numpy(labels).to(device)
-            latents = torch.randn(len(labels), config.z_dim, device=device)
-            with autocast:
-                with torch.no_grad():
-                    fake = generator(latents, labels)
-                scores = discriminator(augment(torch.cat([real, fake]), self.augment.p, config.augment),
-                                       torch.cat([labels, labels])).float()
-            real_scores, fake_scores = scores.chunk(2)
-            loss_d = discriminator_hinge_loss(real_scores, fake_scores)
+            batch = self.sampler.batch(self.step * config.d_steps + k, config.batch_size, self.context.rank,
+                                       self.context.world_size)
+            loss_d, regulariser, real_scores, fake_scores = self.discriminator_loss(generator, discriminator, batch)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
@@ -277,9 +322,10 @@ class Trainer:
         # the generator's update goes through the bare discriminator with frozen weights: no gradient for D
         # is computed, and none is all-reduced
         self.discriminator.requires_grad_(False)
+        labels = torch.from_numpy(batch.labels).to(device)
         latents = torch.randn(len(labels), config.z_dim, device=device)
         with autocast:
-            fake = generator(latents, labels)
+            fake = generator(latents, torch.from_numpy(batch.classes).to(device))
             loss_g = generator_hinge_loss(self.discriminator(augment(fake, self.augment.p, config.augment),
                                                              labels).float())
         self.opt_g.zero_grad(set_to_none=True)
@@ -288,7 +334,7 @@ class Trainer:
         self.discriminator.requires_grad_(True)
         update_ema(self.ema, self.generator, ema_decay_at(self.step, config.ema_decay))
         return torch.stack([loss_d.detach(), loss_g.detach(), real_scores.detach().mean(),
-                            fake_scores.detach().mean()])
+                            fake_scores.detach().mean(), regulariser.detach()])
 
     # -- what a person watches -----------------------------------------------------------------------------------
 
@@ -304,6 +350,8 @@ class Trainer:
             "store": str(self.store.path.resolve()), "store_sha256": self.store.content_hash})
         record.update({"class_names": self.store.class_names, "patch_size": self.store.patch_size,
                        "class_counts": [len(members) for members in self.sampler.members],
+                       "unlabelled_count": len(self.sampler.unlabelled),
+                       "unlabelled_per_batch": self.sampler.unlabelled_per_batch(self.config.batch_size),
                        "training_slides": sorted(set(map(str, self.store.slides))),
                        "seed": self.config.seed, "device": str(self.device),
                        "precision": "bf16" if self.bf16 else "fp32", "world_size": self.context.world_size,
@@ -319,9 +367,10 @@ class Trainer:
         return real_diversity
 
     def _losses(self, means: torch.Tensor, steps: int, seconds: float) -> dict[str, Any]:
-        loss_d, loss_g, d_real, d_fake = means.tolist()
+        loss_d, loss_g, d_real, d_fake, lecam = means.tolist()
         return {"loss_d": _finite(loss_d), "loss_g": _finite(loss_g), "d_real": _finite(d_real),
-                "d_fake": _finite(d_fake), "augment_p": _finite(self.augment.p, 5),
+                "d_fake": _finite(d_fake), **({"lecam": _finite(lecam)} if self.lecam.enabled else {}),
+                "augment_p": _finite(self.augment.p, 5),
                 "ada_rt": _finite(self.augment.last_rt),
                 "images_per_s": round(steps * self.config.batch_size / max(seconds, 1e-9), 1)}
 

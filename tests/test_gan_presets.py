@@ -1,0 +1,244 @@
+"""Second-edition GAN: presets by name, residual networks, LeCam, unlabelled rows and the time budget."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bioaug.cli import EXIT_BAD_INPUT, main
+from bioaug.config import build_config
+from bioaug.errors import ConfigError
+from bioaug.gan import PRESETS, TrainConfig, generate, load_checkpoint, load_generator, train
+from bioaug.gan.data import Batch, ClassBalancedSampler
+from bioaug.gan.distributed import Context
+from bioaug.gan.losses import LeCam
+from bioaug.gan.networks import build_discriminator, build_generator
+from bioaug.gan.residual import ResidualDiscriminator, ResidualGenerator
+from bioaug.gan.trainer import Trainer
+from bioaug.store import PatchStore, StoreWriter
+from conftest import make_disc_store
+
+
+def tiny(**overrides) -> TrainConfig:
+    values = dict(steps=4, batch_size=12, channels=8, max_channels=32, z_dim=16, snapshot_every=2,
+                  checkpoint_every=2, log_every=2, grid_columns=4, device="cpu")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def log_lines(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def mixed_store(path: Path, *, unlabelled: int = 24, patch_size: int = 32) -> PatchStore:
+    """The disc store plus a last shard of ``unlabelled`` rows without a label (as ``--label-by none`` writes)."""
+    labelled = make_disc_store(path, patch_size=patch_size)
+    writer = StoreWriter(path, labelled.header)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (unlabelled, patch_size, patch_size, 3), dtype=np.uint8)
+    rows = [{"slide": "pool", "x": float(i), "y": 0.0} for i in range(unlabelled)]
+    writer.write_shard("unlabelled", images, rows, input_key="pool")
+    return writer.finalize()
+
+
+# -- the registry ----------------------------------------------------------------------------------------------
+
+def test_both_presets_are_registered_and_build_their_networks():
+    assert {"plain", "resnet"} <= set(PRESETS)
+    config = tiny(preset="resnet").resolve(32)
+    assert isinstance(build_generator(config, 3, 32), ResidualGenerator)
+    assert isinstance(build_discriminator(config, 3, 32), ResidualDiscriminator)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: TrainConfig(preset="stylegan9").validate(),
+    lambda: TrainConfig(preset="stylegan9").resolve(32),
+    lambda: build_config(TrainConfig, {"preset": "stylegan9"}, source="train.yaml"),
+])
+def test_an_unknown_generator_name_is_one_line_listing_the_valid_names(make):
+    with pytest.raises(ConfigError) as caught:
+        make()
+    message = str(caught.value)
+    assert "\n" not in message and "'stylegan9'" in message
+    assert all(name in message for name in PRESETS)
+
+
+def test_an_unknown_generator_name_on_the_command_line_exits_2_before_training(disc_store, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(disc_store.path), "--out", str(out), "--preset", "nope"]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "plain" in error and "resnet" in error
+    assert not out.exists()
+
+
+# -- residual networks ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size, stages", [(32, 3), (64, 4), (128, 5)])
+def test_residual_networks_follow_the_patch_size(size, stages):
+    generator = ResidualGenerator(3, size, z_dim=16, channels=4, max_channels=16)
+    discriminator = ResidualDiscriminator(3, size, channels=4, max_channels=16)
+    labels = torch.tensor([0, 1, 2, 1])
+    images = generator(torch.randn(4, 16), labels)
+    assert images.shape == (4, 3, size, size) and images.abs().max() <= 1
+    assert discriminator(images, labels).shape == (4,)
+    assert len(generator.blocks) == stages and len(discriminator.blocks) == stages + 1
+    with torch.no_grad():
+        generator.eval()
+        z = torch.randn(2, 16)
+        assert not torch.allclose(generator(z, torch.tensor([0, 0])), generator(z, torch.tensor([1, 1])))
+
+
+@pytest.mark.parametrize("preset, size", [("plain", 32), ("resnet", 32), ("resnet", 64), ("resnet", 128)])
+def test_every_preset_trains_resumes_bit_exactly_and_samples_deterministically(preset, size, tmp_path):
+    store = make_disc_store(tmp_path / "store", per_class=8, patch_size=size)
+    options = dict(preset=preset, checkpoint_every=3, snapshot_every=100, augment_p=0.5, ada_interval=2,
+                   ada_kimg=0.05, lecam=0.3, channels=4, max_channels=16, batch_size=6, grid_columns=2)
+    straight = train(store, tmp_path / "straight", tiny(steps=6, **options), progress=False)
+    resumed = train(store, tmp_path / "resumed", tiny(steps=3, **options), progress=False)
+    train(store, resumed, tiny(steps=6, **options), progress=False)
+
+    a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(resumed / "checkpoint.pt")
+    assert a["step"] == b["step"] == 6 and a["config"]["preset"] == preset
+    assert torch.equal(a["lecam_state"], b["lecam_state"]) and a["lecam_state"][2] == 6 * 2  # 2 D steps/step
+    for network in ("generator", "discriminator", "generator_ema"):
+        for name, tensor in a[network].items():
+            assert torch.equal(tensor, b[network][name]), f"{network}.{name} differs"
+    assert all("lecam" in line for line in log_lines(straight) if "loss_d" in line)
+
+    generator, meta = load_generator(straight / "checkpoint.pt")
+    assert type(generator).__name__ == PRESETS[preset].generator.split(":")[1]
+    first = generate(generator, [0, 1, 2, 0], seed=3)
+    assert first.shape == (4, size, size, 3)
+    np.testing.assert_array_equal(first, generate(generator, [0, 1, 2, 0], seed=3))
+    np.testing.assert_array_equal(first, generate(load_generator(straight / "checkpoint.pt")[0], [0, 1, 2, 0],
+                                                  seed=3))
+
+
+def test_a_checkpoint_from_before_presets_is_read_as_the_plain_preset(disc_store, tmp_path):
+    run = train(disc_store, tmp_path / "run", tiny(steps=2), progress=False)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    for key in ("preset", "lecam", "unlabelled", "unlabelled_fraction", "time_budget", "lecam_decay"):
+        del state["config"][key]
+    del state["lecam_state"], state["train_seconds"]
+    torch.save(state, run / "checkpoint.pt")
+    generator, meta = load_generator(run / "checkpoint.pt")
+    assert meta["config"]["preset"] == "plain" and type(generator).__name__ == "Generator"
+    train(disc_store, run, tiny(steps=4), progress=False)  # and it resumes
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 4
+
+
+# -- LeCam ---------------------------------------------------------------------------------------------------
+
+def test_lecam_is_zero_for_identical_real_and_fake_histories_and_grows_with_their_gap():
+    def penalty_after(gap: float) -> float:
+        lecam = LeCam(1.0, 0.9, torch.device("cpu"))
+        real, fake = torch.full((8,), 0.25 + gap), torch.full((8,), 0.25 - gap)
+        for _ in range(20):
+            lecam.update(real, fake)
+        return float(lecam.penalty(real, fake))
+
+    assert penalty_after(0.0) == 0.0
+    penalties = [penalty_after(gap) for gap in (0.1, 0.5, 1.0, 2.0)]
+    assert all(0 < a < b for a, b in zip(penalties, penalties[1:]))
+    assert penalties[-1] == pytest.approx(2 * (2 * 2.0) ** 2)  # both sides: relu(real - a_fake)^2 = (2 gap)^2
+
+
+def test_lecam_averages_start_at_the_first_batch_and_then_move_slowly():
+    lecam = LeCam(0.5, 0.9, torch.device("cpu"))
+    lecam.update(torch.tensor([1.0, 3.0]), torch.tensor([-2.0]))
+    assert lecam.state.tolist() == [2.0, -2.0, 1.0]
+    lecam.update(torch.tensor([12.0]), torch.tensor([-2.0]))
+    assert lecam.state.tolist() == pytest.approx([3.0, -2.0, 2.0])
+
+
+# -- unlabelled rows -----------------------------------------------------------------------------------------
+
+def test_batches_hold_the_unlabelled_share_spread_over_ranks(tmp_path):
+    store = mixed_store(tmp_path / "store")
+    sampler = ClassBalancedSampler(store.labels, store.class_names, 0, unlabelled_fraction=0.5)
+    batch = sampler.batch(step=3, batch_size=12)
+    unlabelled = batch.labels < 0
+    assert unlabelled.sum() == 6 and (store.labels[batch.indices[unlabelled]] == -1).all()
+    assert (store.labels[batch.indices[~unlabelled]] == batch.labels[~unlabelled]).all()
+    assert np.bincount(batch.labels[~unlabelled], minlength=3).tolist() == [2, 2, 2]
+    assert np.bincount(batch.classes, minlength=3).tolist() == [4, 4, 4]  # fakes stay class-balanced
+    halves = [sampler.batch(step=3, batch_size=12, rank=r, world_size=2) for r in (0, 1)]
+    assert np.concatenate([h.indices for h in halves]).tolist() == batch.indices.tolist()
+    assert all((h.labels < 0).sum() == 3 for h in halves)
+    seen = np.concatenate([sampler.batch(step, 12).indices for step in range(4)])
+    assert set(seen[store.labels[seen] < 0]) == set(np.flatnonzero(store.labels < 0))  # every row visited
+    ignored = ClassBalancedSampler(store.labels, store.class_names, 0, unlabelled_fraction=0.0)
+    assert (ignored.batch(step=3, batch_size=12).labels >= 0).all()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_unlabelled_rows_reach_only_the_class_independent_part_of_the_discriminator(preset, tmp_path):
+    store = mixed_store(tmp_path / "store")
+    config = tiny(preset=preset, unlabelled="discriminator").resolve(32)
+    sampler = ClassBalancedSampler(store.labels, store.class_names, 0, unlabelled_fraction=0.5)
+    trainer = Trainer(store, tmp_path / "run", config, sampler, Context(0, 1, torch.device("cpu")), progress=False)
+    discriminator = trainer.discriminator
+    embed = discriminator.embed.parametrizations.weight.original
+    unlabelled = np.flatnonzero(store.labels < 0)[:6]
+
+    def gradients(batch: Batch) -> tuple[float, float]:
+        discriminator.zero_grad(set_to_none=False)
+        loss, *_ = trainer.discriminator_loss(trainer.generator, discriminator, batch)
+        loss.backward()
+        psi = discriminator.linear.parametrizations.weight.original
+        return float(embed.grad.abs().sum()), float(psi.grad.abs().sum())
+
+    embed_grad, psi_grad = gradients(Batch(unlabelled, np.full(6, -1), np.arange(6) % 3))
+    assert embed_grad == 0.0 and psi_grad > 0
+    features = [p for name, p in discriminator.named_parameters() if "embed" not in name and "linear" not in name]
+    assert all(p.grad is not None for p in features) and sum(float(p.grad.abs().sum()) for p in features) > 0
+    labelled = sampler.batch(0, 12)
+    labelled = Batch(*(part[labelled.labels >= 0] for part in labelled))
+    embed_grad, psi_grad = gradients(labelled)
+    assert embed_grad > 0 and psi_grad > 0
+
+
+def test_training_with_unlabelled_rows_records_them_and_ignore_equals_a_labelled_only_store(tmp_path):
+    mixed = mixed_store(tmp_path / "mixed")
+    labelled = make_disc_store(tmp_path / "labelled")
+    run = train(mixed, tmp_path / "semi", tiny(unlabelled="discriminator", unlabelled_fraction=0.25),
+                progress=False)
+    record = json.loads((run / "config.json").read_text())
+    assert record["unlabelled_count"] == 24 and record["unlabelled_per_batch"] == 3
+    assert record["config"]["unlabelled"] == "discriminator"
+
+    ignored = load_checkpoint(train(mixed, tmp_path / "ignored", tiny(), progress=False) / "checkpoint.pt")
+    plain = load_checkpoint(train(labelled, tmp_path / "plain", tiny(), progress=False) / "checkpoint.pt")
+    semi = load_checkpoint(run / "checkpoint.pt")
+    for name, tensor in plain["generator"].items():
+        assert torch.equal(tensor, ignored["generator"][name])
+    assert any(not torch.equal(t, semi["generator"][n]) for n, t in plain["generator"].items())
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"unlabelled": "generator"}, "'generator' is not one of ignore, discriminator"),
+    ({"unlabelled_fraction": 1.0}, "'unlabelled_fraction' must lie in [0, 1)"),
+    ({"lecam": -1.0}, "'lecam'"),
+    ({"time_budget": -5}, "'time_budget'"),
+])
+def test_bad_second_edition_options_are_one_line(values, needle):
+    with pytest.raises(ConfigError) as caught:
+        build_config(TrainConfig, values)
+    assert "\n" not in str(caught.value) and needle in str(caught.value)
+
+
+# -- time budget ---------------------------------------------------------------------------------------------
+
+def test_a_time_budget_stops_training_and_counts_over_resumes(disc_store, tmp_path):
+    run = train(disc_store, tmp_path / "run", tiny(steps=50, time_budget=1e-6, log_every=3), progress=False)
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["step"] == 3 and state["train_seconds"] > 0  # stopped at the first check
+    events = [line.get("event") for line in log_lines(run) if "event" in line]
+    assert events == ["start", "time budget spent", "end"]
+    train(disc_store, run, tiny(steps=50, time_budget=1e-6, log_every=3), progress=False)
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 3  # the budget is spent: nothing more
+    train(disc_store, run, tiny(steps=5, time_budget=0, log_every=3), progress=False)
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 5
