@@ -284,3 +284,15 @@ def test_checkpoint_of_other_classes_or_a_changed_training_store_is_refused(gan,
     with pytest.raises(ConfigError, match="unknown class"):
         augment(run, tmp_path / "synth", AugmentConfig(per_class=2, classes=["x"], **QUIET), progress=False)
     assert not (tmp_path / "synth").exists()
+
+
+def test_the_synthesizer_rebuilds_the_preset_a_checkpoint_records(tmp_path):
+    store = make_disc_store(tmp_path / "store", per_class=8)
+    config = TrainConfig(preset="resnet", steps=2, batch_size=6, channels=4, max_channels=16, z_dim=8,
+                         snapshot_every=100, checkpoint_every=100, log_every=100, grid_columns=2, device="cpu")
+    synth = Synthesizer.from_checkpoint(train(store, tmp_path / "run", config, progress=False), device="cpu")
+    assert type(synth.generator).__name__ == "ResidualGenerator" and synth.meta["config"]["preset"] == "resnet"
+    labels = [0, 1, 2, 1]
+    z = synth.latents(np.arange(4), seed=2)
+    np.testing.assert_array_equal(synth.decode_mixed(z, np.eye(3)[labels]), synth.decode(z, labels))
+    np.testing.assert_array_equal(synth.sample(labels, seed=2), synth.decode(z, labels))
