@@ -1,7 +1,8 @@
 """The ``bioaug`` command: a thin layer that parses options, calls the library and prints.
 
 Every stage's options come from its config dataclass (see ``bioaug.config``), so ``--help``, config files and
-the library share one set of names and defaults. A ``BioaugError`` is printed as one line and exits 2.
+the library share one set of names and defaults. Bad input of any kind (a ``BioaugError``, a file-system error
+on an input or output, a usage error) is printed as one line and exits 2.
 """
 from __future__ import annotations
 
@@ -15,16 +16,27 @@ from typing import Callable
 
 from . import __version__
 from .config import add_config_arguments, config_to_dict, resolve_config
-from .errors import BioaugError
+from .errors import BioaugError, describe_os_error
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (naming the option) and exit 2, like bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+class _UsageError(Exception):
+    """A command line that argparse cannot parse."""
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of options (flags override it)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or progress log lines")
 
 
 def _print_config(config: object) -> None:
@@ -104,6 +116,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .store import PatchStore
+
+    store = PatchStore(args.store)
+    store.verify(progress=not args.quiet)
+    print(f"{store.path}: {len(store)} patches verified against their SHA-256 (content hash "
+          f"{store.content_hash[:12]})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -118,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .synthesis.config import AugmentConfig
     from .tiling import TileConfig
 
-    parser = argparse.ArgumentParser(prog="bioaug", description="Synthetic histology for small, imbalanced "
+    parser = _Parser(prog="bioaug", description="Synthetic histology for small, imbalanced "
                                      "pathology training sets: tile slides, train a conditional GAN, augment, "
                                      "evaluate.")
     parser.add_argument("--version", action="version", version=f"bioaug {__version__}")
@@ -176,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(evaluate, EvaluateConfig, skip=("synthetic",))
     evaluate.set_defaults(handler=cmd_evaluate)
 
+    verify = commands.add_parser("verify", help="check that a patch store's files are those its hash promises",
+                                 description="Hash every shard's images and manifest and compare them with the "
+                                 "SHA-256 recorded when the store was written (opening a store checks only "
+                                 "shapes, sizes and row counts). A mismatch is a one-line error naming the shard.")
+    verify.add_argument("store", metavar="STORE", help="patch store directory")
+    verify.add_argument("--quiet", action="store_true", help="no progress bars or progress log lines")
+    verify.set_defaults(handler=cmd_verify)
+
     demo = commands.add_parser("demo", help="run the whole pipeline on built-in example slides",
                                description="Write procedural example slides and run the whole pipeline on them: "
                                "tile, train a GAN per label budget, augment, evaluate. Ends with the report's path.")
@@ -184,21 +214,49 @@ def build_parser() -> argparse.ArgumentParser:
                       help="example slide size: tiny (default, a few minutes on 2 cores) or small (more "
                       "patches, much slower)")
     demo.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars or progress log lines")
     demo.set_defaults(handler=cmd_demo)
     return parser
 
 
+def _configure_logging() -> None:
+    """Print bioaug's own log lines as ``bioaug: LEVEL: ...`` on stderr; other libraries' loggers are left as
+    they are, so their lines never carry bioaug's prefix."""
+    logger = logging.getLogger("bioaug")
+    logger.setLevel(logging.INFO)
+    if not any(getattr(handler, "_bioaug", False) for handler in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("bioaug: %(levelname)s: %(message)s"))
+        handler._bioaug = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+def _error(message: str) -> int:
+    print(f"bioaug: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bioaug`` console script."""
-    logging.basicConfig(level=logging.INFO, format="bioaug: %(levelname)s: %(message)s", stream=sys.stderr)
-    args = build_parser().parse_args(argv)
+    from .progress import set_quiet
+
+    _configure_logging()
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:
+        return _error(str(exc))
+    set_quiet(bool(getattr(args, "quiet", False)))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
     except BioaugError as exc:
-        print(f"bioaug: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _error(str(exc))
+    except OSError as exc:  # file-system errors on inputs and outputs are bad input too, if they name a path
+        line = describe_os_error(exc)
+        if line is None:
+            raise
+        return _error(line)
     except KeyboardInterrupt:
         print("bioaug: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -147,3 +147,42 @@ def test_train_on_an_unlabelled_store_is_one_line(tmp_path, capsys):
     writer.write_shard("a", np.zeros((3, 32, 32, 3), np.uint8), [{"slide": "a"}] * 3, input_key="a")
     writer.finalize()
     run_bad(capsys, ["train", str(tmp_path / "store"), "--out", str(tmp_path / "run")], tmp_path / "run", "store")
+
+
+# -- verify, usage errors, file-system errors -------------------------------------------------------------------
+
+def test_verify_passes_a_sound_store_and_names_a_changed_shard(disc_store, tmp_path, capsys):
+    assert main(["verify", str(disc_store.path), "--quiet"]) == 0
+    assert f"{len(disc_store)} patches verified" in capsys.readouterr().out
+    shard = sorted((disc_store.path / "shards").iterdir())[1]
+    images = np.load(shard / "images.npy", mmap_mode="r+")
+    images[:] = 0
+    images.flush()
+    del images
+    line = run_bad(capsys, ["verify", str(disc_store.path), "--quiet"], tmp_path / "nothing", shard.name)
+    assert "images.npy does not match the SHA-256" in line
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["tile"], "the following arguments are required"),
+    (["tile", "x.svs", "--out", "s", "--workers", "2.5"], "--workers"),
+    (["frobnicate"], "invalid choice"),
+], ids=["missing arguments", "float for an integer flag", "unknown command"])
+def test_usage_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, fragment):
+    assert main(argv) == EXIT_BAD_INPUT
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1, captured.err
+    assert captured.err.startswith("bioaug: error: ") and fragment in captured.err
+
+
+def test_help_still_exits_0(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["--help"])
+    assert caught.value.code == 0 and "verify" in capsys.readouterr().out
+
+
+def test_third_party_log_lines_do_not_get_the_bioaug_prefix(tmp_path):
+    code = ("import logging, sys; from bioaug.cli import main, _configure_logging; _configure_logging(); "
+            "logging.getLogger('bioaug').warning('ours'); logging.getLogger('other').warning('theirs')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stderr.splitlines() == ["bioaug: WARNING: ours", "theirs"]
