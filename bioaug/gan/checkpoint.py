@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise CheckpointError(path, f"corrupt or truncated checkpoint ({reason[:160]})") from None
+        raise CheckpointError(path, _load_problem(exc)) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(path, f"not a bioaug GAN checkpoint (format {FORMAT!r} expected)")
     missing = [key for key in REQUIRED_KEYS if key not in state]
@@ -77,6 +77,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     state.setdefault("lecam_state", torch.zeros(3))
     state.setdefault("train_seconds", 0.0)
     return state
+
+
+def _load_problem(exc: Exception) -> str:
+    """What ``torch.load(weights_only=True)`` found wrong, in a few words instead of torch's advice to load
+    the file unsafely (its 'In PyTorch 2.6 ...' note)."""
+    text = str(exc)
+    if "Weights only load failed" in text:
+        hostile = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if hostile:
+            return (f"holds a Python object ({hostile.group(1)}) besides tensors and plain values; refused, "
+                    f"because loading it could run code")
+        detail = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)
+        reason = detail.group(1).strip() if detail else "not a torch checkpoint"
+    else:
+        reason = text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
+    return f"corrupt or truncated checkpoint ({reason[:160]})"
 
 
 def capture_rng(device: torch.device) -> dict[str, Any]:

@@ -46,6 +46,8 @@ REPORT_NAME = "augment.json"
 def read_run(run: str | Path) -> tuple[Path, Path, dict[str, Any]]:
     """(run directory, checkpoint path, run record) of a GAN run given as its directory or checkpoint file."""
     run = Path(run)
+    if not run.exists():
+        raise CheckpointError(run, "no such run directory or checkpoint file")
     run_dir, checkpoint = (run, run / "checkpoint.pt") if run.is_dir() else (run.parent, run)
     record_path = run_dir / RUN_CONFIG
     if not record_path.is_file():
