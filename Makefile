@@ -11,7 +11,7 @@ TORCH_CPU ?= torch==2.13.0
 PY := $(VENV)/bin/python
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test browser clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,19 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The system's Chromium and its driver for the browser tests (tests/test_study_browser.py, which skip without
+# them); apt runs only when one is missing, so reruns are fast. Nothing is downloaded at test time.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		echo "browser tests: $$(chromium --version 2>/dev/null) already installed"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "no apt-get: install chromium and chromedriver yourself, or the browser tests skip"; \
+	fi
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

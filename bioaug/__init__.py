@@ -6,7 +6,9 @@ Heavy modules (torch, OpenSlide) are imported only when a function that needs th
 """
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
 
 from .lazy import lazy_getattr
 
@@ -35,5 +37,14 @@ _LAZY = {
     "EvaluateConfig": "bioaug.evaluate",
 }
 
-__all__ = sorted(_LAZY)
-__getattr__ = lazy_getattr(__name__, _LAZY)
+# subpackages used through their own namespace (``bioaug.study.make``), imported on first access
+_SUBPACKAGES = ("study",)
+
+__all__ = sorted([*_LAZY, *_SUBPACKAGES])
+_lazy_export = lazy_getattr(__name__, _LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    return _lazy_export(name)

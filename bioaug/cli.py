@@ -126,6 +126,46 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_make(args: argparse.Namespace) -> int:
+    from .study.config import StudyConfig
+
+    config = resolve_config(StudyConfig, args)
+    if args.dry_run:
+        _print_config(config)
+        return 0
+    from .study import make, read_key
+
+    page = make(args.real, args.synthetic, args.out, config)
+    key = read_key(args.out)
+    print(f"{page}: {len(key['items'])} items ({key['counts']['real']} real, {key['counts']['synthetic']} "
+          f"synthetic), study {key['study_id']}; the answer key {Path(args.out) / 'key.json'} stays with you")
+    return 0
+
+
+def cmd_study_score(args: argparse.Namespace) -> int:
+    from .study import score
+
+    result = score(args.study, args.answers, args.out)
+    for name, scores in result["readers"].items():
+        accuracy = scores["accuracy"]
+        low, high = accuracy["ci95"]
+        print(f"{name}: accuracy {accuracy['value']:.2f} [{low:.2f}, {high:.2f}] over {accuracy['n']} answers "
+              f"(p = {accuracy['p_value']:.2g} against 0.5)")
+    out = Path(args.out or args.study)
+    print(f"report: {out / 'score.md'} (also score.json and score.png)")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .store import PatchStore
+
+    store = PatchStore(args.store)
+    store.verify(progress=not args.quiet)
+    print(f"{store.path}: {len(store)} patches verified against their SHA-256 (content hash "
+          f"{store.content_hash[:12]})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -137,6 +177,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .evaluate.config import EvaluateConfig
     from .gan.config import TrainConfig
+    from .study.config import StudyConfig
     from .synthesis.config import AugmentConfig
     from .tiling import TileConfig
 
@@ -197,6 +238,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(evaluate)
     add_config_arguments(evaluate, EvaluateConfig, skip=("synthetic",))
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    verify = commands.add_parser("verify", help="check that a patch store's files are those its hash promises",
+                                 description="Hash every shard's images and manifest and compare them with the "
+                                 "SHA-256 recorded when the store was written (opening a store checks only "
+                                 "shapes, sizes and row counts). A mismatch is a one-line error naming the shard.")
+    verify.add_argument("store", metavar="STORE", help="patch store directory")
+    verify.add_argument("--quiet", action="store_true", help="no progress bars or progress log lines")
+    verify.set_defaults(handler=cmd_verify)
+
+    study = commands.add_parser("study", help="a 'which of these are real?' reader study: page and scoring",
+                                description="Make a self-contained HTML page that shows readers a shuffled, "
+                                "balanced mix of real and synthetic patches and asks which are real, and score "
+                                "the answer files they download from it.")
+    study_steps = study.add_subparsers(dest="study_command", required=True, metavar="STEP")
+    study_make = study_steps.add_parser("make", help="write DIR/study.html and its answer key DIR/key.json",
+                                        description="Write one self-contained HTML page (images inlined, nothing "
+                                        "loaded from elsewhere) and keep the answer key and provenance beside it "
+                                        "in DIR/key.json. Send readers the page only.")
+    study_make.add_argument("--real", required=True, metavar="STORE", help="store of real patches")
+    study_make.add_argument("--synthetic", required=True, metavar="STORE", help="store of synthetic patches "
+                            "(written by `bioaug augment`)")
+    study_make.add_argument("--out", required=True, metavar="DIR", help="study directory")
+    _add_common(study_make)
+    add_config_arguments(study_make, StudyConfig)
+    study_make.set_defaults(handler=cmd_study_make)
+    study_score = study_steps.add_parser("score", help="score readers' answer files against a study",
+                                         description="Accuracy with Wilson 95% intervals and a two-sided binomial "
+                                         "test against 0.5, sensitivity and specificity (positive: synthetic), per "
+                                         "reader and pooled, per class and by confidence, and Fleiss' kappa "
+                                         "between readers. Writes score.md, score.json and score.png.")
+    study_score.add_argument("study", metavar="DIR", help="study directory written by `bioaug study make`")
+    study_score.add_argument("answers", nargs="+", metavar="ANSWERS.csv", help="answer files downloaded from "
+                             "the page, one or more readers")
+    study_score.add_argument("--out", metavar="DIR", help="where to write the scores (default: the study "
+                             "directory)")
+    study_score.set_defaults(handler=cmd_study_score)
 
     verify = commands.add_parser("verify", help="check that a patch store's files are those its hash promises",
                                  description="Hash every shard's images and manifest and compare them with the "

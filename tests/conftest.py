@@ -31,12 +31,16 @@ def shared_data(*parts: str) -> Path:
 
 
 def make_disc_store(path: Path, *, per_class: int = 24, patch_size: int = 32, seed: int = 0,
-                    class_names: tuple[str, ...] = ("small", "large", "pale"), slides: int = 4) -> PatchStore:
-    """A store of pink patches with one purple disc each; the class sets the disc's size and darkness."""
+                    class_names: tuple[str, ...] = ("small", "large", "pale"), slides: int = 4,
+                    kind: str = "real", provenance: dict | None = None) -> PatchStore:
+    """A store of pink patches with one purple disc each; the class sets the disc's size and darkness.
+
+    ``kind="synthetic"`` (with e.g. a ``checkpoint_sha256`` in ``provenance``) stands in for a GAN's store."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:patch_size, :patch_size] - (patch_size - 1) / 2
     header = StoreHeader(patch_size=patch_size, mpp=0.5, class_names=list(class_names),
-                         feature_names=["area_um2"], provenance={"made_by": "tests.conftest"})
+                         kind=kind, feature_names=["area_um2"],
+                         provenance={"made_by": "tests.conftest", **(provenance or {})})
     writer = StoreWriter(path, header)
     for slide in range(slides):
         images, rows = [], []

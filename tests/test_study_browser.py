@@ -1,0 +1,189 @@
+"""The reader-study page in a real browser: the system's headless Chromium, driven by Selenium.
+
+Answers every item by clicking and by keys, reloads half-way, downloads the CSV and scores it, and checks that
+the page asked for nothing but itself and its inlined images. Set ``BIOAUG_STUDY_SCREENSHOT=PATH`` to also
+save a screenshot of the page there (``docs/images/study-page.png`` comes from this).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bioaug.study import StudyConfig, make, read_key, score
+from conftest import make_disc_store
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+LOCAL_SCHEMES = ("file:", "data:", "blob:")  # none of these leaves the machine
+READER = 'Dr Ada, "MD"'  # a comma and quotes: the page's CSV must quote them
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
+pytestmark = pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+                                reason="no system Chromium (apt-get install chromium chromium-driver; .ci/run does)")
+
+
+@pytest.fixture
+def browser(tmp_path, monkeypatch):
+    """Headless Chromium with a fresh profile, downloads into ``tmp_path/downloads``, performance log on."""
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not fetch a driver or browser
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-default-apps", "--force-device-scale-factor=1", "--window-size=900,820",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+        driver.get("about:blank")
+        driver.get_log("performance")  # drop what the browser's own start-up page asked for
+        yield driver, downloads
+    finally:
+        driver.quit()
+
+
+def requested_urls(driver) -> list[str]:
+    messages = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+    urls = [m["params"]["request"]["url"] for m in messages if m["method"] == "Network.requestWillBeSent"]
+    urls += [m["params"]["url"] for m in messages if m["method"] == "Network.webSocketCreated"]
+    return urls
+
+
+def shown_item(driver) -> str:
+    return driver.find_element("id", "patch").get_attribute("data-item")
+
+
+def pressed(driver, element_id: str) -> bool:
+    return driver.find_element("id", element_id).get_attribute("aria-pressed") == "true"
+
+
+def wait_for_download(folder: Path, timeout: float = 20) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = [p for p in folder.iterdir() if p.suffix == ".csv"]
+        if done:
+            return done[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no CSV downloaded into {folder} within {timeout} s: {list(folder.iterdir())}")
+
+
+def test_reader_answers_reloads_downloads_and_is_scored(browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    driver, downloads = browser
+    real = make_disc_store(tmp_path / "real", per_class=8, slides=2, seed=0)
+    synthetic = make_disc_store(tmp_path / "synthetic", per_class=8, slides=2, seed=1, kind="synthetic")
+    page = make(real, synthetic, tmp_path / "study", StudyConfig(n=12, per_class=True, show_class=True, seed=2))
+    key = read_key(tmp_path / "study")
+    truth = {item["id"]: item["source"] for item in key["items"]}
+    stores = {"real": real, "synthetic": synthetic}
+    flip = {"real": "synthetic", "synthetic": "real"}
+    wrong_at = {1, 8}  # the reader errs on these positions; everything else is right
+    given: dict[str, tuple[str, int]] = {}
+
+    driver.get(page.as_uri())
+    assert driver.find_element("id", "intro").is_displayed()
+    assert not driver.find_element("id", "start").is_enabled()
+    driver.find_element("id", "reader").send_keys(READER)
+    driver.find_element("id", "start").click()
+
+    # pixels are honest: the patch is shown at zoom x its size, unsmoothed, exactly the store's pixels
+    image = driver.find_element("id", "patch")
+    assert driver.execute_script("return arguments[0].naturalWidth", image) == 32 * 4
+    assert driver.execute_script("return getComputedStyle(arguments[0]).imageRendering", image) == "pixelated"
+    shot = np.asarray(Image.open(io.BytesIO(image.screenshot_as_png)).convert("RGB"))[1:-1, 1:-1]  # inside the border
+    item = next(i for i in key["items"] if i["id"] == shown_item(driver))
+    expected = stores[item["source"]].image(item["store_index"]).repeat(4, axis=0).repeat(4, axis=1)
+    assert shot.shape == expected.shape
+    assert np.abs(shot.astype(int) - expected).max() <= 2  # colour management may round; no smoothing
+
+    # first half by clicking
+    for position in range(6):
+        item_id = shown_item(driver)
+        answer = flip[truth[item_id]] if position in wrong_at else truth[item_id]
+        confidence = position % 3 + 1
+        driver.find_element("id", f"answer-{answer}").click()
+        assert driver.find_element("id", "position").text == f"Item {position + 1} of 12"  # waits for confidence
+        driver.find_element("id", f"confidence-{confidence}").click()
+        given[item_id] = (answer, confidence)
+    assert driver.find_element("id", "position").text == "Item 7 of 12"
+
+    driver.refresh()
+    assert driver.find_element("id", "question").is_displayed()
+    assert driver.find_element("id", "position").text == "Item 7 of 12"
+    assert driver.find_element("id", "answered").text == "6 answered"
+    keys = ActionChains(driver)
+    keys.send_keys("\ue012").perform()  # arrow left: back to the last answered item, its answer still there
+    back_id = shown_item(driver)
+    assert pressed(driver, f"answer-{given[back_id][0]}") and pressed(driver, f"confidence-{given[back_id][1]}")
+    keys.send_keys("\ue014").perform()  # arrow right
+    assert driver.find_element("id", "position").text == "Item 7 of 12"
+    screenshot = tmp_path / "study-page.png"
+    driver.save_screenshot(str(screenshot))
+
+    # second half by keys
+    for position in range(6, 12):
+        item_id = shown_item(driver)
+        answer = flip[truth[item_id]] if position in wrong_at else truth[item_id]
+        confidence = position % 3 + 1
+        ActionChains(driver).send_keys(answer[0]).perform()
+        assert pressed(driver, f"answer-{answer}")
+        ActionChains(driver).send_keys(str(confidence)).perform()
+        given[item_id] = (answer, confidence)
+
+    assert driver.find_element("id", "done").is_displayed()
+    assert driver.find_element("id", "done-text").text == "All 12 items answered. Thank you!"
+    driver.find_element("id", "download").click()
+    downloaded = wait_for_download(downloads)
+    assert downloaded.name == f"study-{key['study_id']}-Dr_Ada_MD_.csv"
+    with open(downloaded, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12
+    assert {row["study_id"] for row in rows} == {key["study_id"]} and {row["reader"] for row in rows} == {READER}
+    assert {row["item_id"]: (row["answer"], int(row["confidence"])) for row in rows} == given
+    seconds = [float(row["seconds"]) for row in rows]
+    assert min(seconds) >= 0 and sum(seconds) > 0
+
+    result = score(tmp_path / "study", [downloaded], tmp_path / "scores")
+    scores = result["readers"][READER]
+    assert scores["answered"] == 12 and scores["accuracy"]["k"] == 12 - len(wrong_at)
+
+    urls = requested_urls(driver)
+    assert page.as_uri() in urls
+    assert [url for url in urls if not url.startswith(LOCAL_SCHEMES)] == []
+
+    Image.open(screenshot).verify()
+    target = os.environ.get("BIOAUG_STUDY_SCREENSHOT")
+    if target:
+        shutil.copyfile(screenshot, target)
+
+
+def test_the_network_check_sees_a_request_the_page_should_not_make(browser, tmp_path):
+    """The request log above is not blind: a page with one remote image is caught (the request is logged even
+    though the page's content security policy then blocks it)."""
+    driver, _ = browser
+    real = make_disc_store(tmp_path / "real", per_class=4, slides=1, seed=0)
+    synthetic = make_disc_store(tmp_path / "synthetic", per_class=4, slides=1, seed=1, kind="synthetic")
+    page = make(real, synthetic, tmp_path / "study", StudyConfig(n=4))
+    leaky = tmp_path / "leaky.html"
+    leaky.write_text(page.read_text().replace("</main>", '<img src="http://127.0.0.1:9/x.png"></main>'))
+    driver.get(leaky.as_uri())
+    assert [url for url in requested_urls(driver) if not url.startswith(LOCAL_SCHEMES)] == [
+        "http://127.0.0.1:9/x.png"]
