@@ -26,7 +26,7 @@ from bioaug.evaluate.config import EvaluateConfig
 from bioaug.evaluate.protocol import run_evaluation
 from bioaug.evaluate.report import REPORT_FILES
 from bioaug.store import HEADER_NAME, PatchStore
-from bioaug.tiling import TileConfig, tile
+from bioaug.tile import TileConfig, tile
 
 REPO = Path(__file__).resolve().parent.parent
 #: CRCHistoPhenotypes images are 20x (0.55 µm/px) and record no resolution.

@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it; resolved on first access
 _LAZY = {
-    "tile": "bioaug.tiling",
-    "TileConfig": "bioaug.tiling",
+    "tile": "bioaug.tile",
+    "TileConfig": "bioaug.tile",
     "PatchStore": "bioaug.store",
     "PatchDataset": "bioaug.datasets",
     "open_slide": "bioaug.slides",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -82,9 +83,11 @@ def read_geojson_points(path: Path) -> Points:
     """Points from a QuPath-style GeoJSON export: Point/MultiPoint features, or polygon centroids.
 
     The class is ``properties.classification.name`` (QuPath) or ``properties.label``/``properties.name``.
+    Anything of the wrong shape (a feature that is not an object, a point without two numbers) is a
+    ``LabelError`` naming the file and the feature.
     """
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LabelError(path, f"not valid GeoJSON ({exc.__class__.__name__})") from None
     features = data.get("features", []) if isinstance(data, dict) else data
@@ -92,27 +95,53 @@ def read_geojson_points(path: Path) -> Points:
         raise LabelError(path, "GeoJSON must be a FeatureCollection or a list of features")
     points = Points(source=str(path))
     for number, feature in enumerate(features):
-        props = feature.get("properties") or {}
+        if not isinstance(feature, dict):
+            raise LabelError(path, f"feature {number} is a {type(feature).__name__}, not a GeoJSON object")
+        props = _object(path, number, feature, "properties")
         classification = props.get("classification") or {}
         label = classification.get("name") if isinstance(classification, dict) else None
         label = label or props.get("label") or props.get("name")
-        geometry = feature.get("geometry") or {}
-        if not label:
+        if not label or not isinstance(label, (str, int)):
             raise LabelError(path, f"feature {number} has no class (properties.classification.name)")
-        for x, y in _geometry_centres(path, number, geometry):
+        for x, y in _geometry_centres(path, number, _object(path, number, feature, "geometry")):
             points.add(x, y, str(label))
     return points
+
+
+def _object(path: Path, number: int, feature: dict, key: str) -> dict:
+    """``feature[key]`` as a dict (missing or null: empty), or a one-line error."""
+    value = feature.get(key) or {}
+    if not isinstance(value, dict):
+        raise LabelError(path, f"feature {number}: {key} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _xy(path: Path, number: int, value: object) -> tuple[float, float]:
+    """A position ``[x, y, ...]`` as two finite floats, or a one-line error."""
+    if (isinstance(value, (list, tuple)) and len(value) >= 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value[:2])
+            and all(math.isfinite(v) for v in value[:2])):
+        return float(value[0]), float(value[1])
+    raise LabelError(path, f"feature {number}: coordinates {json.dumps(value)[:60]} are not an [x, y] position")
 
 
 def _geometry_centres(path: Path, number: int, geometry: dict) -> list[tuple[float, float]]:
     kind, coords = geometry.get("type"), geometry.get("coordinates")
     if kind == "Point":
-        return [(coords[0], coords[1])]
+        return [_xy(path, number, coords)]
     if kind == "MultiPoint":
-        return [(c[0], c[1]) for c in coords]
+        if not isinstance(coords, list) or not coords:
+            raise LabelError(path, f"feature {number}: a MultiPoint needs a list of positions")
+        return [_xy(path, number, c) for c in coords]
     if kind in ("Polygon", "MultiPolygon"):
+        from shapely.errors import GEOSException
         from shapely.geometry import shape
-        centre = shape(geometry).centroid
+        try:
+            centre = shape(geometry).centroid
+        except (GEOSException, ValueError, TypeError, IndexError, AttributeError):
+            raise LabelError(path, f"feature {number}: {kind} coordinates are not rings of positions") from None
+        if centre.is_empty:
+            raise LabelError(path, f"feature {number}: {kind} is empty")
         return [(centre.x, centre.y)]
     raise LabelError(path, f"feature {number}: geometry {kind!r} is not a point or polygon")
 

@@ -1,7 +1,13 @@
 """Tissue masks from slide overviews: where stained tissue is, so tiling skips glass and dust."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
+
+#: A tissue masker: any function (or object with ``__call__``) from an RGB overview (H, W, 3) uint8 to a boolean
+#: (H, W) mask of tissue. ``bioaug.tile(..., tissue_masker=...)`` takes one; :func:`tissue_mask` is the default.
+TissueMasker = Callable[[np.ndarray], np.ndarray]
 
 #: Optical density (summed over RGB) below which a pixel is treated as glass whatever Otsu says.
 MIN_TISSUE_OD = 0.12

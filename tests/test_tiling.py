@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bioaug import tiling
 from bioaug.example import CLASS_NAMES, write_example_slide
 from bioaug.nuclei import hematoxylin, match_points
 from bioaug.errors import StoreError
 from bioaug.store import PatchStore
-from bioaug.tiling import TileConfig, tile
+from bioaug.tile import TileConfig, chunks, tile
 from conftest import shared_data
 
 
@@ -113,7 +112,7 @@ def test_interrupted_run_resumes_to_the_same_store(fine_example, tmp_path, monke
     straight = tile([fine_example.path], tmp_path / "straight", config, progress=False)
     assert len(list((tmp_path / "straight" / "shards").iterdir())) >= 2
     calls = []
-    real_run_chunk = tiling.run_chunk
+    real_run_chunk = chunks.run_chunk
 
     def crash_after_one(job):
         if len(calls) == 1:
@@ -121,13 +120,13 @@ def test_interrupted_run_resumes_to_the_same_store(fine_example, tmp_path, monke
         calls.append(job.shard)
         return real_run_chunk(job)
 
-    monkeypatch.setattr(tiling, "run_chunk", crash_after_one)
+    monkeypatch.setattr(chunks, "run_chunk", crash_after_one)
     with pytest.raises(KeyboardInterrupt):
         tile([fine_example.path], tmp_path / "resumed", config, progress=False)
     assert len(list((tmp_path / "resumed" / "shards").iterdir())) == 1
     with pytest.raises(StoreError, match="incomplete|not complete"):
         PatchStore(tmp_path / "resumed")
-    monkeypatch.setattr(tiling, "run_chunk", lambda job: calls.append(job.shard) or real_run_chunk(job))
+    monkeypatch.setattr(chunks, "run_chunk", lambda job: calls.append(job.shard) or real_run_chunk(job))
     resumed = tile([fine_example.path], tmp_path / "resumed", config, progress=False)
     assert len(calls) == len(set(calls)), "a finished chunk was redone"
     assert resumed.content_hash == straight.content_hash
@@ -164,7 +163,10 @@ def test_crchistophenotypes_points_give_four_classes(tmp_path):
     store = tile(chosen, tmp_path / "store", config, progress=False)
     with open(labels) as handle:
         expected = sum(row["image"] in {p.name for p in chosen} for row in csv.DictReader(handle))
-    assert len(store) == expected
+    skipped = store.header.provenance["qc"]["border_skipped"]
+    assert 0 < sum(skipped.values()) < 0.1 * expected, "points near the image edge are skipped, and only those"
+    assert len(store) == expected - sum(skipped.values())
+    assert store.manifest["padded_fraction"].max() <= config.max_padded
     assert store.class_names == ["epithelial", "fibroblast", "inflammatory", "others"]
     assert set(store.manifest["label"]) == set(store.class_names)
     assert set(store.slides) == {p.name for p in chosen}
@@ -186,7 +188,7 @@ def test_points_on_the_closing_edge_are_kept_on_the_last_pixel(example, tmp_path
     points = tmp_path / "edge.csv"
     points.write_text(f"slide,x,y,label\nexample.tiff,{width},300,edge\nexample.tiff,500,{height},edge\n"
                       "example.tiff,500,300,inner\n")
-    store = tile([example.path], tmp_path / "store", TileConfig(label_by="points", labels=[str(points)], qc=False),
-                 progress=False)
+    store = tile([example.path], tmp_path / "store", TileConfig(label_by="points", labels=[str(points)],
+                                                                 border="reflect", qc=False), progress=False)
     assert len(store) == 3
     assert store.manifest["x"].max() == width - 1 and store.manifest["y"].max() == height - 1

@@ -1,0 +1,258 @@
+"""Running a tiling: preflight, chunks on a local pool or a Dask cluster, then QC and the sealed store.
+
+A run has three steps. *Preflight* opens every slide and label table in the calling process, so bad input
+fails with a one-line error before anything is written. *Chunks* then run inline, on local worker processes,
+on any ``concurrent.futures.Executor``, or on a ``dask.distributed`` cluster, each writing one store shard
+atomically; a rerun skips chunks whose shard exists with the same inputs, whichever executor wrote it.
+*Finish* lets the label source label what needs all shards (clusters), checks nucleus density, writes the QC
+pictures and QuPath files and seals the store header.
+
+On Dask the store must be on a filesystem every worker sees at the same path, and every worker must have
+bioaug installed: a probe checks both on every worker before any chunk is submitted.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import config_to_dict
+from ..errors import ConfigError, SlideError, StoreError
+from ..provenance import run_record
+from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter
+from ..tissue import TissueMasker, tissue_mask
+from . import chunks
+from .config import RUN_ONLY_FIELDS, TileConfig
+from .planning import ChunkJob, SlidePlan, preflight, remove_unplanned_shards
+from .qc import check_density, qc_record, report_border, slide_counts, write_qc_picture
+from .qupath import export_geojson
+from .sources import make_label_source
+
+log = logging.getLogger("bioaug")
+
+
+def tile(slides: Sequence[str | Path], out: str | Path, config: TileConfig | None = None, *,
+         executor: Executor | None = None, client: Any = None, tissue_masker: TissueMasker = tissue_mask,
+         progress: bool = True) -> PatchStore:
+    """Tile ``slides`` (files or directories) into the patch store ``out`` and return it.
+
+    Parameters
+    ----------
+    slides
+        Slide files (any OpenSlide format, or plain images) or directories holding them.
+    out
+        Store directory. A store from the same settings is resumed; new slides are added to it.
+    config
+        Tiling options; defaults: 32 px patches at 0.5 µm/px, detected nuclei, no labels.
+    executor
+        Where chunks run: any ``concurrent.futures.Executor``. ``None`` uses ``config.workers`` local processes,
+        or the Dask cluster of ``client`` / ``config.scheduler``.
+    client
+        A ``dask.distributed.Client``; its workers must see ``out`` at the same path (a shared filesystem).
+    tissue_masker
+        A function from an RGB overview to a boolean tissue mask (default :func:`bioaug.tissue.tissue_mask`).
+    progress
+        Show a progress bar over chunks.
+    """
+    config = config or TileConfig()
+    config.validate()
+    if sum(x is not None for x in (executor, client, config.scheduler)) > 1:
+        raise ConfigError("--scheduler", "give one of executor, client or scheduler")
+    out = Path(out)
+    with ExitStack() as stack:
+        if config.scheduler is not None:
+            client = stack.enter_context(connect(config.scheduler))
+        memory = dask_worker_memory(client) if client is not None else None
+        source = make_label_source(config)
+        plans, class_names = preflight(slides, out, config, source, tissue_masker, memory)
+        if not any(job.regions for plan in plans for job in plan.jobs):
+            names = ", ".join(plan.name for plan in plans[:3]) + (" ..." if len(plans) > 3 else "")
+            what = "no annotated points fall on" if config.label_by == "points" else "no tissue found in"
+            raise SlideError(plans[0].path if len(plans) == 1 else names, f"{what} the slide(s); nothing to tile")
+        header = _header(out, config, plans, class_names, source.inputs())
+        if client is not None:
+            probe_workers(client, out)
+            executor = client.get_executor(pure=False)
+        writer = StoreWriter(out, header)
+        remove_unplanned_shards(out, plans)
+        jobs = [job for plan in plans for job in plan.jobs]
+        todo = [job for job in jobs if not writer.is_complete(job.shard, job.input_key)]
+        if len(jobs) > len(todo):
+            log.info("%s: resuming, %d of %d chunks already done", out, len(jobs) - len(todo), len(jobs))
+        run_jobs(todo, config.workers, executor, progress, total_slides=len(plans))
+    source.finish(writer)
+    counts = slide_counts(out, plans)
+    writer.header.provenance["qc"] = qc_record(counts, check_density(counts, config.mpp),
+                                               report_border(counts, config.max_padded) if config.border == "skip"
+                                               else {})
+    store = writer.finalize()
+    for plan in plans:
+        export_geojson(store, plan.name)
+        if config.qc:
+            write_qc_picture(out / "qc" / f"{plan.name}.png", plan, store)
+    for name, count in store.header.counts.items():
+        if count == 0:
+            log.warning("%s: class %r has no patches", out, name)
+    return store
+
+
+def _feature_names() -> list[str]:
+    from ..nuclei import FEATURE_NAMES
+
+    return list(FEATURE_NAMES)
+
+
+def _header(out: Path, config: TileConfig, plans: list[SlidePlan], class_names: list[str],
+            label_inputs: dict[str, str]) -> StoreHeader:
+    """This run's store header; tiling into an existing store adds slides to it and keeps its slides' hashes.
+
+    An existing store tiled with other result-shaping options is refused, so one store never mixes patches
+    cut two ways.
+    """
+    inputs = {plan.name: plan.sha256 for plan in plans} | label_inputs
+    options = config_to_dict(config)
+    if (out / HEADER_NAME).is_file():
+        old = PatchStore(out, require_complete=False).header
+        old_options = old.provenance.get("config", {})
+        differ = [key for key in options if key not in RUN_ONLY_FIELDS and key in old_options
+                  and old_options[key] != options[key]]
+        if differ:
+            key = differ[0]
+            raise StoreError(out, f"existing store was tiled with --{key.replace('_', '-')} {old_options[key]!r}, "
+                                  f"this run asks {options[key]!r}; choose another output")
+        added = sorted(plan.name for plan in plans if plan.name not in old.provenance.get("inputs", {}))
+        if added and old.provenance.get("inputs"):
+            log.info("%s: adding %d slide(s) to the existing store (e.g. %s)", out, len(added), added[0])
+        inputs = {**old.provenance.get("inputs", {}), **inputs}
+    return StoreHeader(patch_size=config.patch_size, mpp=config.mpp, class_names=class_names,
+                       feature_names=_feature_names(), kind="real", provenance=run_record(options, inputs))
+
+
+def run_jobs(jobs: list[ChunkJob], workers: int, executor: Executor | None, progress: bool,
+             total_slides: int) -> None:
+    """Run chunk jobs inline, on a local process pool, or on a given executor, with a progress bar over
+    chunks as they complete."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), unit="chunk", desc="tiling", disable=not progress, dynamic_ncols=True)
+    remaining: dict[str, int] = {}
+    for job in jobs:
+        remaining[job.slide_path] = remaining.get(job.slide_path, 0) + 1
+    done_slides = total_slides - len(remaining)
+    patches = 0
+
+    def finished(job: ChunkJob, count: int) -> None:
+        nonlocal done_slides, patches
+        patches += count
+        remaining[job.slide_path] -= 1
+        done_slides += remaining[job.slide_path] == 0
+        bar.update(1)
+        bar.set_postfix(slides=f"{done_slides}/{total_slides}", patches=patches)
+
+    try:
+        if executor is None and workers == 1:
+            for job in jobs:
+                finished(job, chunks.run_chunk(job))
+        else:
+            own = executor is None
+            pool = executor or ProcessPoolExecutor(max_workers=workers)
+            try:
+                futures = {pool.submit(chunks.run_chunk, job): job for job in jobs}
+                for future in as_completed(futures):
+                    finished(futures[future], future.result())
+            finally:
+                if own:
+                    pool.shutdown(cancel_futures=True)
+                else:
+                    for future in futures:
+                        future.cancel()
+    finally:
+        bar.close()
+
+
+def connect(scheduler: str) -> Any:
+    """A ``dask.distributed.Client`` for ``--scheduler``: an address, or ``local:N`` for a ``LocalCluster`` of N
+    single-threaded worker processes on this machine (closed with the client)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("--scheduler", "needs dask.distributed: pip install 'bioaug[dask]'") from None
+    if scheduler.startswith("local:"):
+        count = scheduler.partition(":")[2]
+        if not count.isdigit() or int(count) < 1:
+            raise ConfigError("--scheduler", f"local:N needs a number of workers N >= 1, got {scheduler!r}")
+        cluster = LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True,
+                               dashboard_address="127.0.0.1:0", host="127.0.0.1")
+        return _ClosingClient(Client(cluster), cluster)
+    try:
+        return _ClosingClient(Client(scheduler, timeout="30s"), None)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError("--scheduler", f"cannot reach a Dask scheduler at {scheduler} ({exc})") from None
+
+
+class _ClosingClient:
+    """Context manager yielding a client and closing it (and a cluster it started) afterwards."""
+
+    def __init__(self, client: Any, cluster: Any) -> None:
+        self.client, self.cluster = client, cluster
+
+    def __enter__(self) -> Any:
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def dask_worker_memory(client: Any) -> float | None:
+    """The smallest memory limit among the cluster's workers (bytes), or None when they set none."""
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info().get("workers", {}).values()]
+    return float(min(limits)) if limits and min(limits) > 0 else None
+
+
+def _probe(store: str) -> str:
+    """Run on a worker: import bioaug and create, then remove, a file in the store's shard directory."""
+    import bioaug.tile.chunks  # noqa: F401  (the module chunks run from)
+
+    probe = Path(store) / SHARDS_DIR / f".probe-{socket.gethostname()}-{os.getpid()}"
+    try:
+        probe.write_text("bioaug worker probe\n")
+        probe.unlink()
+    except OSError as exc:
+        return f"cannot write to {probe.parent} ({exc.strerror or exc})"
+    return ""
+
+
+def probe_workers(client: Any, store: Path) -> None:
+    """Check that every Dask worker imports bioaug and can write into the store; one-line error otherwise.
+
+    The store's shard directory is created for the probe; a store directory the probe created is removed
+    again afterwards (the store writer then creates it), so a failed probe leaves nothing behind.
+    """
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    if not workers:
+        raise ConfigError("--scheduler", "the Dask cluster has no workers")
+    created = not store.exists()
+    (store / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    try:
+        _check_probes(store, workers, client.run(_probe, str(store.resolve()), on_error="return"))
+    finally:
+        if created:
+            shutil.rmtree(store, ignore_errors=True)
+
+
+def _check_probes(store: Path, workers: list[str], results: dict[str, Any]) -> None:
+    for worker in workers:
+        result = results.get(worker, "did not answer the probe")
+        if isinstance(result, BaseException):
+            result = (f"cannot import bioaug ({type(result).__name__}: {result}); install bioaug on every worker"
+                      if isinstance(result, ImportError) else f"probe failed ({type(result).__name__}: {result})")
+        if result:
+            raise StoreError(store, f"Dask worker {worker}: {result}; the store must be on a filesystem every "
+                                    f"worker can write at the same path")

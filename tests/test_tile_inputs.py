@@ -1,0 +1,83 @@
+"""Tiling inputs: adding slides to an existing store, size limits checked before any read, chunking of small
+slides, and a tissue masker passed by the caller."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bioaug.errors import ConfigError, SlideError, StoreError
+from bioaug.example import write_example_slide
+from bioaug.tile import TileConfig, planning, tile
+from bioaug.tile.sources import make_label_source
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    return [write_example_slide(root / f"s{seed}.tiff", width=1024, height=768, seed=seed) for seed in (3, 4)]
+
+
+def test_new_slides_are_added_to_an_existing_store_with_every_slides_hash(slides, tmp_path):
+    config = TileConfig(qc=False)
+    together = tile([s.path for s in slides], tmp_path / "together", config, progress=False)
+    tile([slides[0].path], tmp_path / "grown", config, progress=False)
+    grown = tile([slides[1].path], tmp_path / "grown", config, progress=False)
+    assert set(grown.slides) == {"s3.tiff", "s4.tiff"}
+    assert set(grown.header.provenance["inputs"]) == {"s3.tiff", "s4.tiff"}
+    assert grown.header.provenance["inputs"] == together.header.provenance["inputs"]
+    assert grown.content_hash == together.content_hash
+
+
+def test_an_existing_store_cut_another_way_is_refused(slides, tmp_path):
+    tile([slides[0].path], tmp_path / "store", TileConfig(qc=False), progress=False)
+    with pytest.raises(StoreError, match="--border 'skip', this run asks 'constant'"):
+        tile([slides[1].path], tmp_path / "store", TileConfig(border="constant", qc=False), progress=False)
+
+
+@pytest.mark.parametrize("options, flag", [
+    ({"patch_size": 100_000, "region_size": 400_000}, "--patch-size"),
+    ({"region_size": 100_000}, "--region-size"),
+    ({"mpp": float("inf")}, "--mpp"),
+    ({"max_padded": 1.0}, "--max-padded"),
+    ({"border": "wrap"}, "--border"),
+])
+def test_unbounded_sizes_are_refused_up_front(slides, tmp_path, options, flag):
+    with pytest.raises(ConfigError, match=flag):
+        tile([slides[0].path], tmp_path / "store", TileConfig(**options), progress=False)
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_patch_larger_than_the_slide_is_refused_before_reading(slides, tmp_path):
+    with pytest.raises(SlideError, match="larger than the slide"):
+        tile([slides[0].path], tmp_path / "store", TileConfig(patch_size=1024, region_size=4096), progress=False)
+    assert not (tmp_path / "store").exists()
+
+
+def test_regions_too_large_for_memory_are_refused_before_reading(slides, tmp_path, monkeypatch):
+    monkeypatch.setattr(planning, "physical_memory", lambda: 64 * 2**20)
+    with pytest.raises(SlideError, match="GiB per worker"):
+        tile([slides[0].path], tmp_path / "store", TileConfig(), progress=False)
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_small_slide_splits_into_several_chunks(tmp_path):
+    """Chunks, not slides, are what workers share: a 2048 x 1536 px slide (at --mpp) gives four."""
+    example = write_example_slide(tmp_path / "small.tiff", width=4096, height=3072, seed=1, tile_size=256)
+    config = TileConfig()
+    plans, _ = planning.preflight([example.path], tmp_path / "store", config, make_label_source(config))
+    assert len(plans[0].jobs) >= 4 and all(len(job.regions) == 1 for job in plans[0].jobs)
+
+
+def test_a_tissue_masker_from_the_caller_decides_where_patches_come_from(slides, tmp_path):
+    def left_half(overview: np.ndarray) -> np.ndarray:
+        mask = np.zeros(overview.shape[:2], bool)
+        mask[:, : overview.shape[1] // 2] = True
+        return mask
+
+    store = tile([slides[0].path], tmp_path / "left", TileConfig(qc=False), tissue_masker=left_half,
+                 progress=False)
+    margin = planning.TISSUE_MARGIN_UM / slides[0].mpp
+    assert len(store) > 10 and store.manifest["x"].max() < slides[0].width / 2 + margin
+    with pytest.raises(SlideError, match="tissue masker returned shape"):
+        tile([slides[0].path], tmp_path / "bad", TileConfig(qc=False), tissue_masker=lambda rgb: rgb[:5],
+             progress=False)
