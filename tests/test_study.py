@@ -170,6 +170,10 @@ def test_other_patch_size_and_other_study_in_out_are_refused(stores, tmp_path):
     big = make_disc_store(tmp_path / "big", per_class=8, slides=2, patch_size=48, kind="synthetic")
     with pytest.raises(StoreError, match="tell them apart by size"):
         make(real, big, tmp_path / "out")
+    coarse = make_disc_store(tmp_path / "coarse", per_class=8, slides=2, kind="synthetic")
+    coarse.header.mpp = 1.0  # as if sampled at another resolution
+    with pytest.raises(StoreError, match="at 1 µm/px but .* at 0.5: readers would tell them apart by scale"):
+        make(real, coarse, tmp_path / "out")
     make(real, synthetic, tmp_path / "out", StudyConfig(n=10))
     with pytest.raises(StudyError, match="holds another study"):
         make(real, synthetic, tmp_path / "out", StudyConfig(n=12))
@@ -207,7 +211,7 @@ def test_perfect_reader(study, tmp_path):
     assert scores["sensitivity"]["value"] == 1.0 and scores["specificity"]["value"] == 1.0
     assert scores["by_confidence"] == {"3": {"k": 24, "n": 24, "value": 1.0, "ci95": pytest.approx(
         list(wilson(24, 24)))}}
-    assert set(scores["per_class"]) == {"small", "large", "pale"}
+    assert list(scores["per_class"]) == ["small", "large", "pale"]  # in the stores' class order
     assert all(c["accuracy"]["k"] == c["accuracy"]["n"] == 8 for c in scores["per_class"].values())
     assert result["agreement"] is None
     written = json.loads((tmp_path / "scores" / "score.json").read_text())
@@ -338,6 +342,8 @@ def test_one_reader_twice_across_files_names_the_second_file(study, tmp_path):
         score(study, [first, second])
 
 
-def test_score_of_a_directory_without_key(tmp_path):
+def test_score_without_key_or_without_answers(study, tmp_path):
     with pytest.raises(StudyError, match="no answer key"):
-        score(tmp_path, [])
+        score(tmp_path, [tmp_path / "a.csv"])
+    with pytest.raises(StudyError, match="no answer files"):
+        score(study, [])

@@ -187,3 +187,28 @@ def test_the_network_check_sees_a_request_the_page_should_not_make(browser, tmp_
     driver.get(leaky.as_uri())
     assert [url for url in requested_urls(driver) if not url.startswith(LOCAL_SCHEMES)] == [
         "http://127.0.0.1:9/x.png"]
+
+
+def test_without_confidence_one_key_answers_an_item(browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    driver, downloads = browser
+    real = make_disc_store(tmp_path / "real", per_class=4, slides=1, seed=0)
+    synthetic = make_disc_store(tmp_path / "synthetic", per_class=4, slides=1, seed=1, kind="synthetic")
+    page = make(real, synthetic, tmp_path / "study", StudyConfig(n=4, confidence=False, seed=1))
+    driver.get(page.as_uri())
+    assert not driver.find_element("id", "confidence-row").is_displayed()
+    driver.find_element("id", "reader").send_keys("B")
+    driver.find_element("id", "start").click()
+    for position in range(4):
+        assert driver.find_element("id", "position").text == f"Item {position + 1} of 4"
+        ActionChains(driver).send_keys("r").perform()
+    assert driver.find_element("id", "done").is_displayed()
+    driver.find_element("id", "download").click()
+    with open(wait_for_download(downloads), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["answer"], row["confidence"]) for row in rows] == [("real", "")] * 4
+    result = score(tmp_path / "study", [next(downloads.glob("*.csv"))], tmp_path)
+    assert result["readers"]["B"]["accuracy"]["value"] == 0.5
+    assert result["readers"]["B"]["sensitivity"]["value"] == 0.0
+    assert list(result["readers"]["B"]["by_confidence"]) == ["none"]

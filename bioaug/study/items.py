@@ -26,7 +26,7 @@ class Item:
 
 
 def check_stores(real: PatchStore, synthetic: PatchStore) -> None:
-    """Refuse stores that are swapped, or that a reader could tell apart by size alone."""
+    """Refuse stores that are swapped, or that a reader could tell apart by patch size or scale alone."""
     for store, kind in ((real, "real"), (synthetic, "synthetic")):
         if store.header.kind != kind:
             raise StoreError(store.path, f"is a store of kind {store.header.kind!r}; the study needs a {kind} "
@@ -34,6 +34,9 @@ def check_stores(real: PatchStore, synthetic: PatchStore) -> None:
     if real.patch_size != synthetic.patch_size:
         raise StoreError(synthetic.path, f"holds {synthetic.patch_size} px patches but {real.path} holds "
                                          f"{real.patch_size} px ones: readers would tell them apart by size")
+    if real.mpp != synthetic.mpp:
+        raise StoreError(synthetic.path, f"is at {synthetic.mpp:g} µm/px but {real.path} at {real.mpp:g}: readers "
+                                         f"would tell them apart by scale")
 
 
 def shared_classes(real: PatchStore, synthetic: PatchStore) -> list[str]:

@@ -106,6 +106,7 @@ def make(real: str | Path | PatchStore, synthetic: str | Path | PatchStore, out:
     page = render_page(identifier, config, items, sources, real.patch_size)
     key: dict[str, Any] = {
         "format": KEY_FORMAT, "study_id": identifier, "positive": "synthetic",
+        "class_names": list(dict.fromkeys([*real.class_names, *synthetic.class_names])),
         "items": [item.to_json() for item in items],
         "counts": {source: sum(item.source == source for item in items) for source in stores},
         "provenance": run_record(config_to_dict(config), inputs={

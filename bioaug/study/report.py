@@ -105,7 +105,8 @@ def plot_scores(result: dict[str, Any], path: Path) -> None:
     for index, share in enumerate(pooled["by_confidence"].values()):
         _bar_with_interval(panels[3], index, share, color="#937860")
     panels[3].set_xticks(range(len(pooled["by_confidence"])), list(pooled["by_confidence"]))
-    titles = ("accuracy per reader", "sensitivity / specificity", "accuracy per class", "accuracy by confidence")
+    titles = ("accuracy per reader", "sensitivity / specificity", "accuracy per class (pooled)",
+              "accuracy by confidence (pooled)")
     for axes, title in zip(panels, titles):
         axes.axhline(0.5, color="k", linestyle="--", linewidth=1)
         axes.set_ylim(0, 1.05)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..provenance import run_record, sha256_file, write_json_atomic, write_text_atomic
 from .answers import CONFIDENCE_LEVELS, Answer, read_answers
-from .key import SOURCES, read_key
+from .key import SOURCES, StudyError, read_key
 
 SCORE_NAMES = ("score.md", "score.json", "score.png")
 
@@ -71,13 +71,16 @@ def fleiss_kappa(counts: np.ndarray) -> float | None:
     return float((agreement.mean() - chance) / (1 - chance))
 
 
-def summarize(answers: Sequence[Answer], truth: dict[str, str], classes: dict[str, str | None]) -> dict[str, Any]:
-    """Detection rates of ``answers`` overall, per class of the item, and per confidence level."""
+def summarize(answers: Sequence[Answer], truth: dict[str, str], classes: dict[str, str | None],
+              class_order: Sequence[str] = ()) -> dict[str, Any]:
+    """Detection rates of ``answers`` overall, per class of the item (in ``class_order``, then by name), and
+    per confidence level."""
     def rates(chosen: Sequence[Answer]) -> dict[str, Any]:
         return detection_rates(np.array([truth[a.item_id] == "synthetic" for a in chosen], bool),
                                np.array([a.answer == "synthetic" for a in chosen], bool))
 
-    names = sorted({classes[a.item_id] for a in answers if classes[a.item_id] is not None})
+    present = {classes[a.item_id] for a in answers if classes[a.item_id] is not None}
+    names = [name for name in class_order if name in present] + sorted(present - set(class_order))
     by_confidence = {}
     for level in (*CONFIDENCE_LEVELS, None):
         chosen = [a for a in answers if a.confidence == level]
@@ -106,16 +109,17 @@ def score_answers(key: dict[str, Any], answers: Sequence[Answer]) -> dict[str, A
     """Scores of every reader and of all readers pooled, and their agreement, as a JSON-ready dict."""
     truth = {item["id"]: item["source"] for item in key["items"]}
     classes = {item["id"]: item["class"] for item in key["items"]}
+    order = key.get("class_names", [])
     readers = list(dict.fromkeys(answer.reader for answer in answers))
     per_reader = {}
     for reader in readers:
         mine = [answer for answer in answers if answer.reader == reader]
         per_reader[reader] = {"answered": len(mine),
                               "median_seconds": float(np.median([answer.seconds for answer in mine])),
-                              **summarize(mine, truth, classes)}
+                              **summarize(mine, truth, classes, order)}
     return {"study_id": key["study_id"], "positive": "synthetic", "items": len(key["items"]),
             "item_counts": key.get("counts", {}), "readers": per_reader,
-            "pooled": {"answered": len(answers), **summarize(answers, truth, classes)},
+            "pooled": {"answered": len(answers), **summarize(answers, truth, classes, order)},
             "agreement": agreement(answers, readers)}
 
 
@@ -131,6 +135,8 @@ def score(study: str | Path, answers: Iterable[str | Path], out: str | Path | No
     study = Path(study)
     key = read_key(study)
     paths = [Path(path) for path in answers]
+    if not paths:
+        raise StudyError(study, "no answer files given to score")
     result = score_answers(key, read_answers(paths, key))
     out = Path(out) if out is not None else (study if study.is_dir() else study.parent)
     record = run_record({}, inputs={str(path): sha256_file(path) for path in paths})
