@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -113,16 +114,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     out = run_evaluation(store, args.out, config, progress=not args.quiet)
     print(f"report: {out / 'report.md'} (also report.json, table.tex and figures in {out})")
-    return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from .store import PatchStore
-
-    store = PatchStore(args.store)
-    store.verify(progress=not args.quiet)
-    print(f"{store.path}: {len(store)} patches verified against their SHA-256 (content hash "
-          f"{store.content_hash[:12]})")
     return 0
 
 
@@ -239,14 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(evaluate, EvaluateConfig, skip=("synthetic",))
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    verify = commands.add_parser("verify", help="check that a patch store's files are those its hash promises",
-                                 description="Hash every shard's images and manifest and compare them with the "
-                                 "SHA-256 recorded when the store was written (opening a store checks only "
-                                 "shapes, sizes and row counts). A mismatch is a one-line error naming the shard.")
-    verify.add_argument("store", metavar="STORE", help="patch store directory")
-    verify.add_argument("--quiet", action="store_true", help="no progress bars or progress log lines")
-    verify.set_defaults(handler=cmd_verify)
-
     study = commands.add_parser("study", help="a 'which of these are real?' reader study: page and scoring",
                                 description="Make a self-contained HTML page that shows readers a shuffled, "
                                 "balanced mix of real and synthetic patches and asks which are real, and score "
@@ -294,6 +277,69 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars or progress log lines")
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+#: README code blocks that are generated: a line ``<!-- synopsis: COMMAND --flag ... -->`` before a fenced
+#: block makes the block ``synopsis(COMMAND, flags)``; ``make readme`` rewrites them, a test compares them.
+_SYNOPSIS_MARK = re.compile(r"^<!-- synopsis: (?P<command>[a-z]+)(?P<flags>(?: --[a-z0-9-]+)*) -->\n"
+                            r"```(?P<lang>\w*)\n(?P<body>.*?)^```$", re.M | re.S)
+_SYNOPSIS_WIDTH = 110
+
+
+def _synopsis_value(action: argparse.Action) -> str:
+    """How one option shows its value in a synopsis: its choices (a few short ones), else its default, else
+    its metavar."""
+    choices = getattr(action, "config_choices", None) or action.choices
+    if choices and action.nargs not in ("+", "*") and len("|".join(map(str, choices))) <= 30:
+        return "|".join(map(str, choices))
+    default = getattr(action, "config_default", None)
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, (list, tuple)) and default:
+        return " ".join(map(str, default))
+    if default is not None and not isinstance(default, (list, tuple, dict)):
+        return str(default)
+    metavar = action.metavar or action.dest.upper()
+    return f"{metavar} ..." if action.nargs in ("+", "*") else str(metavar)
+
+
+def synopsis(command: str, flags: list[str]) -> str:
+    """The usage line of ``bioaug COMMAND`` for the README, made from the parser and the config defaults.
+
+    Positionals and required options come first, then ``[--flag VALUE]`` for each of ``flags``, where VALUE
+    is the option's choices, else its default, else its metavar; wrapped with shell line continuations.
+    """
+    parser = next(action for action in build_parser()._actions
+                  if isinstance(action, argparse._SubParsersAction)).choices[command]
+    by_flag = {flag: action for action in parser._actions for flag in action.option_strings}
+    words = [f"bioaug {command}"]
+    for action in parser._actions:
+        if not action.option_strings:
+            words.append(f"{action.metavar or action.dest}{'...' if action.nargs in ('+', '*') else ''}")
+        elif action.required:
+            words.append(f"{action.option_strings[0]} {action.metavar or action.dest.upper()}")
+    for flag in flags:
+        if flag not in by_flag:
+            raise KeyError(f"bioaug {command} has no option {flag}")
+        action = by_flag[flag]
+        words.append(f"[{flag}]" if action.nargs == 0 else f"[{flag} {_synopsis_value(action)}]")
+    lines, line = [], words[0]
+    for word in words[1:]:
+        if len(line) + 1 + len(word) + 2 > _SYNOPSIS_WIDTH:
+            lines.append(line + " \\")
+            line = "    " + word
+        else:
+            line += " " + word
+    return "\n".join([*lines, line])
+
+
+def render_synopses(text: str) -> str:
+    """``text`` (the README) with every marked synopsis block regenerated from the code."""
+    def block(match: re.Match[str]) -> str:
+        command, flags = match["command"], match["flags"].split()
+        return (f"<!-- synopsis: {command}{match['flags']} -->\n```{match['lang']}\n"
+                f"{synopsis(command, flags)}\n```")
+    return _SYNOPSIS_MARK.sub(block, text)
 
 
 def _configure_logging() -> None:

@@ -186,3 +186,35 @@ def test_third_party_log_lines_do_not_get_the_bioaug_prefix(tmp_path):
             "logging.getLogger('bioaug').warning('ours'); logging.getLogger('other').warning('theirs')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stderr.splitlines() == ["bioaug: WARNING: ours", "theirs"]
+
+
+# -- the README stays true to the options ---------------------------------------------------------------------
+
+def test_readme_synopses_are_the_generated_ones():
+    """Each marked synopsis block in README.md is what `make readme` generates from the options and defaults."""
+    from pathlib import Path
+
+    from bioaug.cli import _SYNOPSIS_MARK, render_synopses
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands = [match["command"] for match in _SYNOPSIS_MARK.finditer(readme)]
+    assert {"tile", "train", "augment", "evaluate", "verify"} <= set(commands), commands
+    assert render_synopses(readme) == readme, "README synopses drifted from the options: run `make readme`"
+
+
+def test_synopsis_shows_defaults_choices_and_metavars():
+    from bioaug.cli import synopsis
+
+    line = synopsis("train", ["--steps", "--device", "--batch-size", "--ada", "--betas", "--new"])
+    assert line.replace(" \\\n    ", " ") == ("bioaug train STORE --out RUN [--steps 20000] [--device auto|cpu|cuda] "
+                                              "[--batch-size BATCH_SIZE] [--ada true] [--betas 0.0 0.99] [--new]")
+    with pytest.raises(KeyError, match="--nope"):
+        synopsis("train", ["--nope"])
+
+
+def test_a_dry_run_without_flags_gives_the_config_defaults(disc_store, tmp_path, capsys):
+    from bioaug.config import config_to_dict
+    from bioaug.gan import TrainConfig
+
+    assert main(["train", str(disc_store.path), "--out", str(tmp_path / "run"), "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out) == config_to_dict(TrainConfig().resolve(disc_store.patch_size))
