@@ -347,3 +347,17 @@ def test_score_without_key_or_without_answers(study, tmp_path):
         score(tmp_path, [tmp_path / "a.csv"])
     with pytest.raises(StudyError, match="no answer files"):
         score(study, [])
+
+
+def test_readme_synopsis_names_every_study_option():
+    """The README's `bioaug study` synopsis is written by hand (the generated synopses cover one-word commands):
+    it must name every option of StudyConfig with its default."""
+    import dataclasses
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    synopsis = readme.split("## `bioaug study`", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    for spec in dataclasses.fields(StudyConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        default = str(spec.default).lower() if isinstance(spec.default, bool) else str(spec.default)
+        assert f"[{flag} " in synopsis, flag
+        assert spec.name == "title" or f"[{flag} {default}]" in synopsis, (flag, default)
