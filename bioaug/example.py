@@ -51,7 +51,7 @@ class ExampleSlide:
 
 def write_example_slide(path: str | Path, *, width: int = 4096, height: int = 3072, mpp: float = 0.25,
                         seed: int = 0, tile_size: int = 256, jpeg_quality: int = 90,
-                        progress: bool = False) -> ExampleSlide:
+                        progress: bool = False, hematoxylin_strength: float = 1.0) -> ExampleSlide:
     """Write a procedural H&E-like slide and the CSV of its nuclei (``<stem>.nuclei.csv``, beside it).
 
     Parameters
@@ -71,6 +71,9 @@ def write_example_slide(path: str | Path, *, width: int = 4096, height: int = 30
         JPEG quality of the tiles, 1 to 100.
     progress : bool
         Show a progress bar over the tiles of all levels.
+    hematoxylin_strength : float
+        Haematoxylin concentration relative to the default stain (0.25: a weakly stained slide, as from an
+        exhausted bath or a frozen section), everywhere at once; the nuclei and their CSV are unchanged.
 
     Returns
     -------
@@ -92,11 +95,13 @@ def write_example_slide(path: str | Path, *, width: int = 4096, height: int = 30
     """
     path = Path(path)
     _check_options(width, height, mpp, tile_size, jpeg_quality)
+    if not 0 < hematoxylin_strength <= 4:
+        raise ConfigError("hematoxylin_strength", f"must lie in (0, 4], got {hematoxylin_strength}")
     scene = _build_scene(width, height, mpp, tile_size, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     csv_path = path.with_name(f"{path.stem}.nuclei.csv")
     with atomic_path(path) as tmp:
-        _write_pyramid(tmp, scene, seed, tile_size, jpeg_quality, progress)
+        _write_pyramid(tmp, scene, seed, tile_size, jpeg_quality, progress, hematoxylin_strength)
     with atomic_path(csv_path) as tmp:
         _write_nuclei_csv(tmp, scene.nuclei, path.name)
     return ExampleSlide(path=path, nuclei_csv=csv_path, width=width, height=height, mpp=mpp,
@@ -513,7 +518,8 @@ def _level_textures(seed: int, level: int, um_per_px: float) -> _Textures:
                      noise=_NOISE_RGB * rng.standard_normal((size, size, 3), np.float32))
 
 
-def _render_tile(scene: _Scene, textures: _Textures, level: int, row: int, col: int, tile: int) -> np.ndarray:
+def _render_tile(scene: _Scene, textures: _Textures, level: int, row: int, col: int, tile: int,
+                 hematoxylin_strength: float = 1.0) -> np.ndarray:
     """RGB uint8 tile ``(row, col)`` of pyramid level ``level`` (downsample ``4 ** level``)."""
     down = 4 ** level
     gy = row * tile + np.arange(tile)
@@ -526,7 +532,7 @@ def _render_tile(scene: _Scene, textures: _Textures, level: int, row: int, col: 
         where = scene.layout.composition(y_um, x_um, lattice=True)
         haem, eosin = _compartment_stain(where, local)
         haem_nuclei, cover = _draw_nuclei(scene.nuclei, local, scene.mpp, down, gy[0], gx[0], tile)
-        haem = where.tissue * haem + haem_nuclei
+        haem = (where.tissue * haem + haem_nuclei) * hematoxylin_strength
         eosin = where.tissue * eosin * (1 - _NUCLEUS_CLEARS_EOSIN * np.minimum(cover, 1))
         rgb = np.stack([haem, eosin], axis=-1) @ -np.stack([_HAEMATOXYLIN, _EOSIN])
         np.exp(rgb, out=rgb)
@@ -625,7 +631,8 @@ def _pyramid_shapes(width: int, height: int) -> list[tuple[int, int]]:
         shapes.append(shape)
 
 
-def _write_pyramid(path: Path, scene: _Scene, seed: int, tile: int, quality: int, progress: bool) -> None:
+def _write_pyramid(path: Path, scene: _Scene, seed: int, tile: int, quality: int, progress: bool,
+                   hematoxylin_strength: float) -> None:
     """Write every level as a tiled JPEG page of the main IFD chain, rendering tile by tile."""
     import tifffile
 
@@ -637,7 +644,8 @@ def _write_pyramid(path: Path, scene: _Scene, seed: int, tile: int, quality: int
               desc="example slide") as bar, tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
         for level, ((h, w), (rows, cols)) in enumerate(zip(shapes, grids)):
             textures = _level_textures(seed, level, scene.mpp * 4 ** level)
-            tiles = (_render_tile(scene, textures, level, r, c, tile) for r in range(rows) for c in range(cols))
+            tiles = (_render_tile(scene, textures, level, r, c, tile, hematoxylin_strength)
+                     for r in range(rows) for c in range(cols))
             # each level records its own pixel size; OpenSlide reports level 0's as openslide.mpp-x/y
             pixels_per_cm = 1e4 / (scene.mpp * 4 ** level)
             tif.write(_counted(tiles, bar), shape=(h, w, 3), dtype=np.uint8, tile=(tile, tile),
