@@ -212,3 +212,15 @@ def test_without_confidence_one_key_answers_an_item(browser, tmp_path):
     assert result["readers"]["B"]["accuracy"]["value"] == 0.5
     assert result["readers"]["B"]["sensitivity"]["value"] == 0.0
     assert list(result["readers"]["B"]["by_confidence"]) == ["none"]
+
+    # the next reader on this laptop starts afresh, also after a reload
+    driver.find_element("id", "new-reader").click()
+    driver.switch_to.alert.accept()
+    driver.refresh()
+    assert driver.find_element("id", "intro").is_displayed()
+    assert driver.find_element("id", "reader").get_attribute("value") == ""
+    assert not driver.find_element("id", "resume").is_displayed()
+    driver.find_element("id", "reader").send_keys("C")
+    driver.find_element("id", "start").click()
+    assert driver.find_element("id", "position").text == "Item 1 of 4"
+    assert driver.find_element("id", "answered").text == "0 answered"
