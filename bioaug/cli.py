@@ -347,12 +347,23 @@ def _configure_logging() -> None:
     they are, so their lines never carry bioaug's prefix."""
     logger = logging.getLogger("bioaug")
     logger.setLevel(logging.INFO)
-    if not any(getattr(handler, "_bioaug", False) for handler in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("bioaug: %(levelname)s: %(message)s"))
-        handler._bioaug = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.propagate = False
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler for whatever ``sys.stderr`` is when a line is logged (it may be replaced after set-up)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def _error(message: str) -> int:

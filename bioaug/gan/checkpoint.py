@@ -84,7 +84,7 @@ def _load_problem(exc: Exception) -> str:
     the file unsafely (its 'In PyTorch 2.6 ...' note)."""
     text = str(exc)
     if "Weights only load failed" in text:
-        hostile = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        hostile = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", text, re.IGNORECASE)
         if hostile:
             return (f"holds a Python object ({hostile.group(1)}) besides tensors and plain values; refused, "
                     f"because loading it could run code")
