@@ -250,8 +250,9 @@ def _check_tiff_complete(path: Path) -> None:
     with _third_party_quiet():
         try:
             with tifffile.TiffFile(path) as tiff:
-                ndpi = tiff.is_ndpi  # 64-bit offsets in 32-bit fields: tifffile's own reading is the check
-                if not ndpi and _directory_chain_runs_past(path, size):
+                # NDPI past 4 GiB keeps the high bits of its offsets elsewhere: there tifffile's pages decide
+                walkable = not (tiff.is_ndpi and size >= 2 ** 32)
+                if walkable and _directory_chain_runs_past(path, size):
                     raise truncated
                 pages = [page for series in tiff.series for level in series.levels for page in level.pages]
                 for page in [*tiff.pages, *pages]:
