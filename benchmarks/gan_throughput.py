@@ -1,20 +1,25 @@
 """GAN training throughput: the bioaug trainer against a minimal hand-written loop of the same networks.
 
-For each patch size, three cases run in separate processes (so each peak memory is its own):
+For each patch size and generator preset, these cases run in separate processes (so each peak memory is its
+own):
 
-- ``minimal``: the default networks, Adam and hinge loss on batches from an in-memory tensor; nothing else.
+- ``minimal``: the preset's networks, Adam and hinge loss on batches from an in-memory tensor, with the
+  trainer's device settings (bf16 autocast on CUDA, channels-last); nothing else.
 - ``trainer``: ``bioaug.gan.train`` with its defaults (class-balanced batches read from a store, adaptive
   augmentation, EMA, logging); its images/s is taken from ``log.jsonl`` after a warm-up interval, which
   excludes snapshot and checkpoint time as the trainer itself does.
 - ``trainer+aug``: the same with every augmentation fixed at p = 0.5, the cost once ADA has raised p.
+- ``trainer+compile`` (only when asked for with ``--cases``): the trainer with ``torch.compile``; the warm-up
+  interval absorbs the compilation.
 
 The ratio trainer / minimal is the trainer's overhead. Each case is repeated (interleaved with the others)
 and the best kept, since other work on a shared machine only ever slows a measurement down. Peak memory is
 the process's maximum resident set (``ru_maxrss``) on the CPU and ``torch.cuda.max_memory_allocated`` on
 CUDA. Prints a table and writes ``benchmarks/results/gan_throughput.json``::
 
-    python benchmarks/gan_throughput.py                 # 32 and 64 px, about 4 minutes on 2 CPU cores
+    python benchmarks/gan_throughput.py                 # plain preset, 32 and 64 px, about 4 minutes on 2 CPU cores
     python benchmarks/gan_throughput.py --sizes 32 --threads 1 2 --repeats 3
+    python benchmarks/gan_throughput.py --device cuda --sizes 32 64 128 --presets plain resnet --repeats 1
 """
 from __future__ import annotations
 
@@ -30,14 +35,17 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gan_throughput.json"
-CASES = ("minimal", "trainer", "trainer+aug")
-#: Timed steps per patch size by default (after WARMUP steps), sized for a few minutes on 2 CPU cores.
+CASES = ("minimal", "trainer", "trainer+aug", "trainer+compile")
+DEFAULT_CASES = CASES[:3]
+#: Timed steps per patch size by default (after WARMUP steps), sized for a few minutes on 2 CPU cores; on
+#: CUDA a step takes milliseconds, so more are timed.
 DEFAULT_STEPS = {32: 20, 64: 10, 128: 10}
+CUDA_STEPS = 100
 WARMUP = 5
 CLASSES = 3
 
 
-def _random_store(path: Path, patch_size: int, count: int = 192):
+def random_store(path: Path, patch_size: int, count: int = 192):
     """A labelled store of random patches: throughput does not depend on what the patches show."""
     import numpy as np
 
@@ -60,6 +68,14 @@ def _peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+def _device(choice: str):
+    import torch
+
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
 def _minimal(store, config, steps: int) -> tuple[float, object]:
     """Images/s of the bare loop: ``d_steps`` D updates and one G update per step, nothing else."""
     import torch
@@ -68,7 +84,7 @@ def _minimal(store, config, steps: int) -> tuple[float, object]:
     from bioaug.gan.losses import discriminator_hinge_loss, generator_hinge_loss
     from bioaug.gan.networks import build_discriminator, build_generator
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(config.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as the trainer sets it
     torch.manual_seed(0)
     generator = build_generator(config, CLASSES, store.patch_size).to(device, memory_format=torch.channels_last)
@@ -128,11 +144,10 @@ def _trainer(store, config, steps: int, run: Path) -> tuple[float, object]:
     logged = [(line["step"], line["images_per_s"]) for line in lines if "images_per_s" in line]
     images = [(step - previous) * config.batch_size for (previous, _), (step, _) in zip(logged, logged[1:])]
     seconds = sum(count / rate for count, (_, rate) in zip(images, logged[1:]))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return sum(images) / seconds, device
+    return sum(images) / seconds, _device(config.device)
 
 
-def run_case(case: str, size: int, steps: int, threads: int) -> dict:
+def run_case(case: str, size: int, preset: str, steps: int, threads: int, device: str) -> dict:
     """One measurement, in this process."""
     import torch
 
@@ -141,23 +156,29 @@ def run_case(case: str, size: int, steps: int, threads: int) -> dict:
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        store = _random_store(Path(tmp) / "store", size)
-        config = TrainConfig(ada=case != "trainer+aug", augment_p=0.5 if case == "trainer+aug" else 0.0,
-                             seed=0).resolve(size)
+        store = random_store(Path(tmp) / "store", size)
+        config = TrainConfig(preset=preset, ada=case != "trainer+aug",
+                             augment_p=0.5 if case == "trainer+aug" else 0.0, compile=case == "trainer+compile",
+                             device=device, seed=0).resolve(size)
         if case == "minimal":
-            rate, device = _minimal(store, config, steps)
+            rate, where = _minimal(store, config, steps)
         else:
-            rate, device = _trainer(store, config, steps, Path(tmp) / "run")
-        return {"size": size, "case": case, "images_per_s": round(rate, 1), "steps": steps,
-                "batch_size": config.batch_size, "device": str(device), "threads": torch.get_num_threads(),
-                "peak_memory_mb": round(_peak_memory_mb(device), 1),
-                "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "max_rss"}
+            rate, where = _trainer(store, config, steps, Path(tmp) / "run")
+        return {"size": size, "preset": preset, "case": case, "images_per_s": round(rate, 1), "steps": steps,
+                "batch_size": config.batch_size, "device": str(where), "threads": torch.get_num_threads(),
+                "gpu": torch.cuda.get_device_name(where) if where.type == "cuda" else None,
+                "peak_memory_mb": round(_peak_memory_mb(where), 1),
+                "memory_kind": "cuda_max_allocated" if where.type == "cuda" else "max_rss"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per case (default by size)")
+    parser.add_argument("--presets", nargs="+", default=["plain"], help="generator presets to measure")
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(DEFAULT_CASES))
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"timed steps per case (default by size on CPU, {CUDA_STEPS} on CUDA)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1],
                         help="torch thread counts to measure; 0 = torch's choice (default: 1, the fastest on a "
                              "shared 2-core machine, where 2 threads can be several times slower)")
@@ -166,37 +187,51 @@ def main() -> None:
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:  # a child process: measure one case and print it
-        print(json.dumps(run_case(args.case, args.sizes[0], args.steps, args.threads[0])))
+        print(json.dumps(run_case(args.case, args.sizes[0], args.presets[0], args.steps, args.threads[0],
+                                  args.device)))
         return
-    best: dict[tuple[int, int, str], dict] = {}
+    cases = ["minimal", *[case for case in args.cases if case != "minimal"]]  # the baseline is always measured
+    best: dict[tuple[int, str, int, str], dict] = {}
+    failures = []
     for size in args.sizes:
-        steps = args.steps or DEFAULT_STEPS.get(size, 10)
-        for threads in args.threads:
-            for _ in range(args.repeats):  # interleaved, so a burst of load from elsewhere hits every case alike
-                for case in CASES:
-                    child = subprocess.run([sys.executable, __file__, "--case", case, "--sizes", str(size),
-                                            "--steps", str(steps), "--threads", str(threads)],
-                                           check=True, capture_output=True, text=True)
-                    row = json.loads(child.stdout.strip().splitlines()[-1])
-                    print(f"  {size} px, {row['threads']} thread(s), {case}: {row['images_per_s']} images/s",
-                          file=sys.stderr)
-                    key = (size, threads, case)
-                    if key not in best or row["images_per_s"] > best[key]["images_per_s"]:
-                        best[key] = row
+        steps = args.steps or (CUDA_STEPS if args.device == "cuda" else DEFAULT_STEPS.get(size, 10))
+        for preset in args.presets:
+            for threads in args.threads:
+                for _ in range(args.repeats):  # interleaved: a burst of load elsewhere hits every case alike
+                    for case in cases:
+                        child = subprocess.run([sys.executable, __file__, "--case", case, "--sizes", str(size),
+                                                "--presets", preset, "--steps", str(steps), "--threads",
+                                                str(threads), "--device", args.device],
+                                               capture_output=True, text=True)
+                        if child.returncode:  # report and go on: one failing case must not hide the others
+                            reason = (child.stderr.strip().splitlines() or ["no output"])[-1]
+                            failures.append({"size": size, "preset": preset, "case": case, "error": reason})
+                            print(f"  {size} px, {preset}, {case}: FAILED: {reason}", file=sys.stderr)
+                            continue
+                        row = json.loads(child.stdout.strip().splitlines()[-1])
+                        print(f"  {size} px, {preset}, {row['threads']} thread(s), {case}: "
+                              f"{row['images_per_s']} images/s", file=sys.stderr)
+                        key = (size, preset, threads, case)
+                        if key not in best or row["images_per_s"] > best[key]["images_per_s"]:
+                            best[key] = row
     results = list(best.values())
-    print(f"{'size':>5} {'threads':>7} {'case':<12} {'images/s':>9} {'vs minimal':>10} {'peak MB':>8}")
-    for (size, threads, case), row in best.items():
-        row["ratio_to_minimal"] = round(row["images_per_s"] / best[(size, threads, "minimal")]["images_per_s"], 3)
-        print(f"{size:>5} {row['threads']:>7} {case:<12} {row['images_per_s']:>9.1f} "
-              f"{row['ratio_to_minimal']:>10.2f} {row['peak_memory_mb']:>8.0f}")
+    print(f"{'size':>5} {'preset':<8} {'threads':>7} {'case':<16} {'images/s':>9} {'vs minimal':>10} {'peak MB':>8}")
+    for (size, preset, threads, case), row in best.items():
+        baseline = best.get((size, preset, threads, "minimal"))
+        row["ratio_to_minimal"] = round(row["images_per_s"] / baseline["images_per_s"], 3) if baseline else None
+        ratio = f"{row['ratio_to_minimal']:>10.2f}" if baseline else f"{'-':>10}"
+        print(f"{size:>5} {preset:<8} {row['threads']:>7} {case:<16} {row['images_per_s']:>9.1f} {ratio} "
+              f"{row['peak_memory_mb']:>8.0f}")
     import torch
 
     report = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(), "cpus": os.cpu_count(),
               "torch": torch.__version__, "load_average": os.getloadavg(), "repeats": args.repeats,
-              "results": results}
+              "device": args.device, "results": results, "failures": failures}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
+    if failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

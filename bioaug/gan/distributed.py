@@ -1,12 +1,15 @@
 """Single-process or ``torchrun`` training through one small interface.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) :func:`distributed` joins the process group itself:
-NCCL with one GPU per process on CUDA, gloo on CPU. Rank 0 owns the run directory; other ranks never touch
+NCCL with one GPU per process on CUDA, gloo on CPU. When a node runs more processes than it has GPUs (a
+two-process smoke test on one GPU), processes share GPUs round-robin and use gloo, since NCCL refuses two
+ranks on one device. Rank 0 owns the run directory; other ranks never touch
 it and receive what rank 0 reads (a checkpoint) by broadcast, so nodes need not share a file system for it.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
@@ -78,8 +81,21 @@ def _device(choice: str, local_rank: int) -> torch.device:
         raise ConfigError("config", "device 'cuda' was asked for but torch sees no CUDA device")
     if choice == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
+    index = local_rank % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def _backend(device: torch.device) -> str:
+    """NCCL when every local process has a GPU of its own, else gloo (CPU training or shared GPUs)."""
+    if device.type != "cuda":
+        return "gloo"
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local_processes > torch.cuda.device_count():
+        warnings.warn(f"{local_processes} processes share {torch.cuda.device_count()} GPU(s): using gloo, which "
+                      f"checks the distributed path but is no faster than one process", RuntimeWarning)
+        return "gloo"
+    return "nccl"
 
 
 @contextmanager
@@ -96,8 +112,8 @@ def distributed(device_choice: str) -> Iterator[Context]:
         return
     created = not dist.is_initialized()
     if created:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                device_id=device if device.type == "cuda" else None)
+        backend = _backend(device)
+        dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
     try:
         yield Context(dist.get_rank(), dist.get_world_size(), device)
     finally:

@@ -1,0 +1,270 @@
+"""Choosing the generator by fidelity at equal training time, not by step count.
+
+Every variant (a generator preset, with or without the unlabelled rows, with or without LeCam) trains for the
+same wall-clock budget (``TrainConfig.time_budget``) on the same store, one after the other with the same
+number of threads. Then each is judged in one feature space, the penultimate layer of a classifier trained on
+the real labelled patches (the augment stage's selection classifier, so "kept by selection" means what it
+means in ``bioaug augment --select``):
+
+- Fréchet distance, KID, precision/recall and two-sample accuracy (``bioaug.evaluate.fidelity``) between the
+  real patches and as many samples, class for class;
+- per-class diversity relative to the real patches (``bioaug.gan.diversity``);
+- how many samples of each class selection keeps;
+- a sheet of sample grids side by side (reals first), one row per class.
+
+Writes ``results.json``, ``results.md`` and ``generator_choice.png`` under ``--out``; the runs and the cached
+classifier go under ``--work`` (rerunning reuses finished runs: their budget is spent). For example, the
+fold-0, 10% cell with its unlabelled pool, 30 minutes per variant::
+
+    python benchmarks/generator_choice.py --store crc-eval/work/fold-0/budget-0.10/train-store \\
+        --unlabelled crc-pool-fold-0 --reference crc-eval/work/fold-0/budget-1.00/train-store \\
+        --presets plain resnet --unlabelled-modes ignore discriminator --budget-s 1800 --threads 2
+
+A tiny smoke run (tests/test_gan_choice.py does this on a generated store)::
+
+    python benchmarks/generator_choice.py --store STORE --budget-s 2 --classifier-steps 5 \\
+        --samples-per-class 8 --set channels=8 max_channels=32 batch_size=12 z_dim=16
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "generator_choice"
+GRID_COLUMNS = 8
+TITLE_HEIGHT = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One generator configuration under comparison."""
+
+    preset: str
+    unlabelled: str
+    lecam: float
+
+    @property
+    def name(self) -> str:
+        parts = [self.preset]
+        if self.unlabelled != "ignore":
+            parts.append("unlabelled")
+        if self.lecam:
+            parts.append(f"lecam{self.lecam:g}")
+        return "+".join(parts)
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs for TrainConfig, values parsed as YAML scalars (``8``, ``0.5``, ``true``)."""
+    import yaml
+
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair!r}: expected key=value")
+        values[key.replace("-", "_")] = yaml.safe_load(value)
+    return values
+
+
+def training_store(store, unlabelled, work: Path):
+    """The store the generators train on: ``store`` alone, or with every row of ``unlabelled`` as label -1."""
+    if unlabelled is None:
+        return store
+    from bioaug.evaluate.pool import write_labelled_union
+
+    rows = np.arange(len(unlabelled))
+    return write_labelled_union(store, unlabelled, rows, np.full(len(rows), -1), work / "train-store",
+                                provenance={"made_by": "benchmarks/generator_choice.py"})
+
+
+def train_variant(variant: Variant, store, work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """Train one variant for the budget; return its run and what the training did."""
+    from bioaug.config import build_config
+    from bioaug.gan import TrainConfig, load_checkpoint, train
+
+    values = {"steps": 10 ** 9, "snapshot_every": 10 ** 9, "checkpoint_every": 500, "log_every": 25,
+              "device": args.device, "seed": args.seed, **_overrides(args.set),
+              "preset": variant.preset, "unlabelled": variant.unlabelled, "lecam": variant.lecam,
+              "time_budget": args.budget_s}
+    config = build_config(TrainConfig, values, source="--set")
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    wall_before = time.perf_counter()
+    run = train(store, work / "runs" / variant.name, config, progress=not args.quiet)
+    state = load_checkpoint(run / "checkpoint.pt")
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    rates = [line["images_per_s"] for line in lines if "images_per_s" in line]
+    return run, {"steps": int(state["step"]), "train_seconds": round(float(state["train_seconds"]), 1),
+                 "this_call_wall_s": round(time.perf_counter() - wall_before, 1),
+                 "this_call_cpu_s": round(resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu_before, 1),
+                 "images_per_s_median": float(np.median(rates)) if rates else None,
+                 "config": state["config"]}
+
+
+def real_sample(reference, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``per_class`` labelled rows of each class of ``reference`` (seeded), and their labels."""
+    rng = np.random.default_rng(seed)
+    rows = [rng.permutation(np.flatnonzero(reference.labels == k))[:per_class]
+            for k in range(len(reference.class_names))]
+    rows = np.sort(np.concatenate(rows))
+    return rows, reference.labels[rows]
+
+
+def judge_variant(run: Path, labels: np.ndarray, real: dict[str, Any], scorer, names: list[str],
+                  args: argparse.Namespace) -> dict[str, Any]:
+    """Fidelity, per-class diversity and selection counts of a run's samples, class for class with the reals."""
+    from bioaug.evaluate.fidelity import fidelity_metrics
+    from bioaug.gan.diversity import diversity_ratios
+    from bioaug.synthesis import Synthesizer
+    from bioaug.synthesis.selection import judge
+
+    synth = Synthesizer.from_checkpoint(run, device=args.device)
+    images = synth.sample(labels, seed=args.seed)
+    probabilities, features = scorer(images)
+    metrics = fidelity_metrics(real["features"], features, seed=args.seed)
+    fakes = [images[labels == k] for k in range(len(names))]
+    diversity = diversity_ratios(fakes, real["diversity"])
+    verdict = judge(probabilities, features, labels, real["reference"], args.min_confidence)
+    kept = {name: int(verdict["kept"][labels == k].sum()) for k, name in enumerate(names)}
+    return {"fidelity": metrics, "diversity": dict(zip(names, map(_rounded, diversity))),
+            "selection_kept": kept, "selection_of": {name: int((labels == k).sum()) for k, name in enumerate(names)},
+            "grid_rows": [fake[:GRID_COLUMNS] for fake in fakes]}
+
+
+def _rounded(value: float) -> float | None:
+    return None if not np.isfinite(value) else round(float(value), 4)
+
+
+def side_by_side(panels: list[tuple[str, list[np.ndarray]]], names: list[str]):
+    """One PNG-ready image: each panel's class grid under its title, left to right."""
+    from PIL import Image, ImageDraw
+
+    from bioaug.gan.grids import class_grid
+
+    grids = [(title, class_grid(rows, names, GRID_COLUMNS)) for title, rows in panels]
+    width = sum(grid.width for _, grid in grids) + 8 * (len(grids) - 1)
+    height = max(grid.height for _, grid in grids) + TITLE_HEIGHT
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    left = 0
+    for title, grid in grids:
+        draw.text((left + 4, 2), title, fill=(0, 0, 0))
+        sheet.paste(grid, (left, TITLE_HEIGHT))
+        left += grid.width + 8
+    return sheet
+
+
+def markdown(results: dict[str, Any]) -> str:
+    names = results["class_names"]
+    lines = [f"# Generator choice at {results['budget_s']:g} s of training per variant", "",
+             f"Store `{results['store']}` ({results['unlabelled_rows']} unlabelled rows added), feature network "
+             f"`{results['classifier']['network']}` ({results['classifier']['steps']} steps, sha256 "
+             f"{results['classifier']['sha256'][:12]}), {results['n_real']} real patches and as many samples.", "",
+             "| variant | steps | images/s | Fréchet | KID | precision | recall | two-sample acc. | "
+             + " | ".join(f"diversity {n}" for n in names) + " | " + " | ".join(f"kept {n}" for n in names) + " |",
+             "|" + "---|" * (8 + 2 * len(names))]
+    for row in results["variants"]:
+        f = row["fidelity"]
+        lines.append(f"| {row['name']} | {row['training']['steps']} | {row['training']['images_per_s_median']} | "
+                     f"{f['frechet_distance']:.2f} | {f['kid']:.4f} | {f['precision']:.3f} | {f['recall']:.3f} | "
+                     f"{f['two_sample_accuracy']:.3f} | "
+                     + " | ".join(str(row["diversity"][n]) for n in names) + " | "
+                     + " | ".join(f"{row['selection_kept'][n]}/{row['selection_of'][n]}" for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", required=True, help="labelled training store of the generators")
+    parser.add_argument("--unlabelled", help="store of unlabelled patches (e.g. `bioaug tile --label-by none`) "
+                                             "added to the training store with label -1")
+    parser.add_argument("--reference", help="store of the real patches the samples are judged against and the "
+                                            "feature classifier trains on (default: --store)")
+    parser.add_argument("--presets", nargs="+", default=["plain", "resnet"])
+    parser.add_argument("--unlabelled-modes", nargs="+", default=["ignore", "discriminator"],
+                        help="TrainConfig.unlabelled values to compare (only 'ignore' without --unlabelled)")
+    parser.add_argument("--lecam", type=float, nargs="+", default=[0.0], help="LeCam weights to compare")
+    parser.add_argument("--budget-s", type=float, required=True, help="training seconds per variant")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training and judging")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="further TrainConfig options")
+    parser.add_argument("--samples-per-class", type=int, default=500, help="real patches (and samples) per class")
+    parser.add_argument("--classifier-steps", type=int, default=400, help="steps of the feature classifier")
+    parser.add_argument("--min-confidence", type=float, default=0.8, help="selection threshold (as augment)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--work", type=Path, help="runs and cached classifier (default: OUT/work)")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from bioaug.gan.diversity import pairwise_diversity
+    from bioaug.provenance import write_json_atomic
+    from bioaug.store import PatchStore
+    from bioaug.synthesis import AugmentConfig
+    from bioaug.synthesis.selection import ClassReference, train_scorer
+
+    torch.set_num_threads(args.threads)
+    work = args.work or args.out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    store = PatchStore(args.store)
+    pool = PatchStore(args.unlabelled) if args.unlabelled else None
+    reference = PatchStore(args.reference) if args.reference else store
+    modes = args.unlabelled_modes if pool is not None else ["ignore"]
+    variants = [Variant(*combination) for combination in itertools.product(args.presets, modes, args.lecam)]
+    train_on = training_store(store, pool, work)
+
+    trained = []
+    for variant in variants:
+        print(f"training {variant.name} for {args.budget_s:g} s", file=sys.stderr)
+        trained.append((variant, *train_variant(variant, train_on, work, args)))
+
+    augment_config = AugmentConfig(per_class=1, classifier_steps=args.classifier_steps, seed=args.seed,
+                                   min_confidence=args.min_confidence, device=args.device)
+    scorer, classifier = train_scorer(reference, augment_config, device=args.device, cache=work / "scorers")
+    rows, labels = real_sample(reference, args.samples_per_class, args.seed)
+    real_images = reference.images(rows)
+    _, real_features = scorer(real_images)
+    names = reference.class_names
+    real = {"features": real_features,
+            "diversity": [pairwise_diversity(real_images[labels == k]) for k in range(len(names))],
+            "reference": ClassReference.fit(real_features, labels, len(names), augment_config.feature_quantile)}
+
+    results: dict[str, Any] = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "store": str(store.path), "store_sha256": store.content_hash,
+        "unlabelled_store": str(pool.path) if pool else None, "unlabelled_rows": len(pool) if pool else 0,
+        "reference": str(reference.path), "budget_s": args.budget_s, "threads": args.threads,
+        "device": args.device, "class_names": names, "n_real": int(len(rows)), "classifier": classifier,
+        "variants": []}
+    panels = [("real", [real_images[labels == k][:GRID_COLUMNS] for k in range(len(names))])]
+    for variant, run, training in trained:
+        judged = judge_variant(run, labels, real, scorer, names, args)
+        panels.append((f"{variant.name} ({training['steps']} steps)", judged.pop("grid_rows")))
+        results["variants"].append({"name": variant.name, **dataclasses.asdict(variant), "run": str(run),
+                                    "training": training, **judged})
+        fidelity = judged["fidelity"]
+        print(f"{variant.name}: {training['steps']} steps, Fréchet {fidelity['frechet_distance']:.2f}, "
+              f"two-sample accuracy {fidelity['two_sample_accuracy']:.3f}", file=sys.stderr)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "results.json", results)
+    (args.out / "results.md").write_text(markdown(results))
+    from bioaug.gan.grids import write_png
+
+    write_png(side_by_side(panels, names), args.out / "generator_choice.png")
+    print(markdown(results))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
