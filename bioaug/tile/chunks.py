@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,14 @@ def run_chunk(job: ChunkJob) -> int:
     return len(rows)
 
 
+@dataclass
 class _Cut:
-    """Patches, manifest rows and counts of one region."""
+    """Patches and manifest rows of one region, the nuclei detected on its tissue and the patches skipped."""
 
-    def __init__(self) -> None:
-        self.images: list[np.ndarray] = []
-        self.rows: list[dict[str, Any]] = []
-        self.detections = 0
-        self.skipped = 0
+    images: list[np.ndarray] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    detections: int = 0
+    skipped: int = 0
 
 
 def _cut_region(slide: Slide, job: ChunkJob, region: Region) -> _Cut:

@@ -63,7 +63,8 @@ class TileConfig:
             (self.label_by in LABEL_SOURCES, "label_by", f"must be one of {', '.join(LABEL_SOURCES)}"),
             (self.border in BORDER_MODES, "border", f"must be one of {', '.join(BORDER_MODES)}"),
             (self.scheduler is None or bool(self.scheduler.strip()), "scheduler", "must not be empty"),
-            (self.label_by in ("none", "cluster") or bool(self.labels), "labels",
+            (self.label_by not in LABEL_SOURCES or not LABEL_SOURCE_TYPES[self.label_by].needs_files
+             or bool(self.labels), "labels",
              f"--label-by {self.label_by} needs --labels FILE"),
         ]
         for ok, name, problem in checks:

@@ -72,8 +72,8 @@ def tile(slides: Sequence[str | Path], out: str | Path, config: TileConfig | Non
         plans, class_names = preflight(slides, out, config, source, tissue_masker, memory)
         if not any(job.regions for plan in plans for job in plan.jobs):
             names = ", ".join(plan.name for plan in plans[:3]) + (" ..." if len(plans) > 3 else "")
-            what = "no annotated points fall on" if config.label_by == "points" else "no tissue found in"
-            raise SlideError(plans[0].path if len(plans) == 1 else names, f"{what} the slide(s); nothing to tile")
+            raise SlideError(plans[0].path if len(plans) == 1 else names,
+                             f"{source.nothing_to_tile} the slide(s); nothing to tile")
         header = _header(out, config, plans, class_names, source.inputs())
         if client is not None:
             probe_workers(client, out)
@@ -137,9 +137,9 @@ def run_jobs(jobs: list[ChunkJob], workers: int, executor: Executor | None, prog
              total_slides: int) -> None:
     """Run chunk jobs inline, on a local process pool, or on a given executor, with a progress bar over
     chunks as they complete."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
-    bar = tqdm(total=len(jobs), unit="chunk", desc="tiling", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(jobs), unit="chunk", desc="tiling", disable=not progress)
     remaining: dict[str, int] = {}
     for job in jobs:
         remaining[job.slide_path] = remaining.get(job.slide_path, 0) + 1

@@ -44,6 +44,10 @@ class LabelSource:
     """Base of every label source; the defaults describe unlabelled, detection-centred patches."""
 
     name: ClassVar[str] = ""
+    #: How a run with no region to tile says why, before "the slide(s)".
+    nothing_to_tile: ClassVar[str] = "no tissue found in"
+    #: Whether the source reads ``--labels`` files.
+    needs_files: ClassVar[bool] = False
 
     def __init__(self, config: "TileConfig") -> None:
         self.config = config
@@ -104,6 +108,8 @@ class PointLabels(LabelSource):
     """Annotated nucleus centres (CSV or GeoJSON) with their classes; patches are centred on the points."""
 
     name = "points"
+    nothing_to_tile = "no annotated points fall on"
+    needs_files = True
 
     def __init__(self, config: "TileConfig") -> None:
         super().__init__(config)
@@ -129,6 +135,7 @@ class SlideTableLabels(LabelSource):
     """A ``slide,label`` table: every detected nucleus of a slide gets its slide's class."""
 
     name = "slide"
+    needs_files = True
 
     def __init__(self, config: "TileConfig") -> None:
         super().__init__(config)
