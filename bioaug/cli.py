@@ -18,6 +18,7 @@ from typing import Callable
 from . import __version__
 from .config import add_config_arguments, config_to_dict, resolve_config
 from .errors import BioaugError, describe_os_error
+from .provenance import check_output_dir
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -383,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     set_quiet(bool(getattr(args, "quiet", False)))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        if getattr(args, "out", None) and not getattr(args, "dry_run", False):
+            check_output_dir(args.out)  # a read-only place or a file in the way fails before any work
         return handler(args)
     except BioaugError as exc:
         return _error(str(exc))

@@ -76,6 +76,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
+def check_output_dir(path: str | Path) -> None:
+    """Raise ``OutputError`` unless ``path`` is, or can become, a directory bioaug can write in.
+
+    Checked before a stage does any work, so that a read-only place or a file in the way is reported at once
+    instead of after minutes of tiling or training. Nothing is left behind: the probe is an unnamed
+    temporary file in the nearest existing directory.
+    """
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(existing, "is a file, but a directory is needed here")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        where = "" if existing == path else f" in {existing}"
+        raise OutputError(path, f"cannot be written{where} ({exc.strerror})") from None
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
