@@ -3,16 +3,21 @@
 Tile, train, augment, evaluate: several procedural example slides (different seeds, so the evaluation has
 slides to split by) are tiled with their annotated nuclei, and ``run_evaluation`` runs one fold with tiny
 settings, which trains a GAN per label budget, draws and selects synthetic patches and writes the report.
-The numbers are a smoke test, not a result: a few hundred patches, a few GAN steps, two classifier epochs.
+The same slides tiled without labels give the unlabelled pool. The numbers are a smoke test, not a result:
+a few hundred patches, a few GAN steps, 60 classifier steps.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
+from .classify.config import ClassifierConfig
 from .evaluate.config import EvaluateConfig
+from .gan.config import TrainConfig
+from .synthesis.config import AugmentConfig
 from .example import write_example_slide
-from .tiling import TileConfig, tile
+from .tile import TileConfig, tile
 
 log = logging.getLogger("bioaug")
 
@@ -21,8 +26,10 @@ DEMO_SIZES = {"tiny": (1536, 1024), "small": (4096, 3072)}
 #: Example slides (seeds 0, 1, ...): three folds of two slides each.
 DEMO_SLIDES = 6
 #: The evaluation of the demo: one of three folds, two budgets, one seed, a short GAN run per budget.
-DEMO_EVALUATION = EvaluateConfig(folds=3, run_folds=[0], budgets=[0.5, 1.0], seeds=[0], epochs=2, patience=0,
-                                 batch_size=32, gan_steps=150, gan_batch_size=32)
+DEMO_EVALUATION = EvaluateConfig(folds=3, run_folds=[0], budgets=[0.5, 1.0], seeds=[0],
+                                 classifier=ClassifierConfig(steps=60, batch_size=32),
+                                 generator=TrainConfig(steps=150, batch_size=32),
+                                 augment=AugmentConfig(per_class=64, sheets=False))
 
 
 def run_demo(out: Path, *, size: str = "tiny", workers: int = 2, progress: bool = True) -> Path:
@@ -45,4 +52,7 @@ def run_demo(out: Path, *, size: str = "tiny", workers: int = 2, progress: bool 
     store = tile(slides, out / "store", TileConfig(label_by="points", labels=labels, workers=workers),
                  progress=progress)
     log.info("tiled %d patches from %d slides into %s", len(store), len(slides), store.path)
-    return run_evaluation(store, out / "evaluation", DEMO_EVALUATION, progress=progress)
+    pool = tile(slides, out / "unlabelled", TileConfig(label_by="none", workers=workers), progress=progress)
+    log.info("detected %d unlabelled nuclei for the pool in %s", len(pool), pool.path)
+    config = dataclasses.replace(DEMO_EVALUATION, unlabelled=str(pool.path))
+    return run_evaluation(store, out / "evaluation", config, progress=progress)

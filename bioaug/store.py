@@ -410,12 +410,12 @@ def subset_store(store: PatchStore, indices: Sequence[int], out: str | Path, *, 
     columns = [name for name in store.manifest if name != "patch_id"]
     for number, start in enumerate(range(0, len(indices), shard_size)):
         chosen = indices[start:start + shard_size]
-        rows = [{name: _manifest_value(store.manifest[name][i]) for name in columns} for i in chosen]
+        rows = [{name: manifest_value(store.manifest[name][i]) for name in columns} for i in chosen]
         writer.write_shard(f"subset.{number:04d}", store.images(chosen), rows, input_key=key)
     return writer.finalize()
 
 
-def _manifest_value(value: Any) -> Any:
+def manifest_value(value: Any) -> Any:
     """A manifest cell as written: integral floats without a trailing ``.0`` (labels, flags, pixel centres)."""
     if isinstance(value, float) and value.is_integer():
         return int(value)

@@ -64,3 +64,23 @@ def make_disc_store(path: Path, *, per_class: int = 24, patch_size: int = 32, se
 def disc_store(tmp_path: Path) -> PatchStore:
     """A finished 3-class store of 72 patches of 32 px over 4 slides."""
     return make_disc_store(tmp_path / "store")
+
+
+def make_pool_store(path: Path, source: PatchStore, *, rename: dict[str, str] | None = None,
+                    hashes: dict[str, str] | None = None, patch_size: int | None = None) -> PatchStore:
+    """An unlabelled store of ``source``'s patches, as ``bioaug tile --label-by none`` on its slides gives.
+
+    ``rename`` maps slide names to new ones (a renamed copy), ``hashes`` records slide-file hashes in the
+    provenance as tiling does, ``patch_size`` crops every patch (a pool of another patch size)."""
+    size = patch_size or source.patch_size
+    header = StoreHeader(patch_size=size, mpp=source.mpp, class_names=[], feature_names=["area_um2"],
+                         provenance={"made_by": "tests.conftest", "inputs": dict(hashes or {})})
+    writer = StoreWriter(path, header)
+    for slide in sorted(set(source.slides)):
+        chosen = np.flatnonzero(source.slides == slide)
+        name = (rename or {}).get(slide, slide)
+        rows = [{"slide": name, "x": float(source.manifest["x"][i]), "y": float(source.manifest["y"][i]),
+                 "label": "", "area_um2": float(source.manifest["area_um2"][i])} for i in chosen]
+        writer.write_shard(name, np.ascontiguousarray(source.images(chosen)[:, :size, :size]), rows,
+                           input_key=f"pool-{name}")
+    return writer.finalize()

@@ -7,7 +7,9 @@ import torch
 
 from bioaug.classify import (NETWORKS, ClassifierConfig, build_network, extract_features, predict_proba,
                              state_dict_sha256, train_classifier)
-from bioaug.classify.train import class_weights, classic_augmentation
+from bioaug.classify import RECIPES, build_augmentation
+from bioaug.classify import train as train_module
+from bioaug.classify.train import class_weights, lr_factor, mixture_class_weights
 from bioaug.config import build_config
 from bioaug.errors import ConfigError
 from bioaug.evaluate import classification_metrics
@@ -30,8 +32,10 @@ def test_unknown_network_and_bad_options_are_one_line_config_errors():
         build_config(ClassifierConfig, {"network": "vgg"})
     with pytest.raises(ConfigError, match="augmentation"):
         build_config(ClassifierConfig, {"augmentation": "mixup"})
-    with pytest.raises(ConfigError, match="epochs"):
-        build_config(ClassifierConfig, {"epochs": 0})
+    with pytest.raises(ConfigError, match="steps"):
+        build_config(ClassifierConfig, {"steps": 0})
+    with pytest.raises(ConfigError, match="unknown augmentation 'mixup'; valid: none, geometric"):
+        build_augmentation("mixup", 0)
 
 
 def test_class_weights_balance_the_classes():
@@ -41,10 +45,25 @@ def test_class_weights_balance_the_classes():
     assert np.allclose(weights[:3] * counts, weights[0] * counts[0])  # each present class weighs the same
 
 
-def test_classic_augmentation_keeps_shape_and_dtype():
+def test_mixture_weights_balance_the_batches_actually_drawn():
+    real, extra = np.array([0, 0, 0, 1]), np.array([1, 1, 2, 2])
+    weights = mixture_class_weights(real, extra, 0.5, 3)
+    frequency = 0.5 * np.array([0.75, 0.25, 0]) + 0.5 * np.array([0, 0.5, 0.5])
+    assert np.allclose(weights * frequency, 1 / 3)
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_keeps_shape_and_dtype(name):
     image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
-    out = classic_augmentation(seed=0)(image=image)["image"]
+    transform = build_augmentation(name, seed=0)
+    out = image if transform is None else transform(image=image)["image"]
     assert out.shape == image.shape and out.dtype == np.uint8
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    factors = [lr_factor(step, 100, 0.1) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:])) and factors[-1] < 0.01
 
 
 def _split(store):
@@ -54,8 +73,8 @@ def _split(store):
 
 def test_train_classifier_learns_the_disc_store_and_is_deterministic(disc_store):
     images, labels, train = _split(disc_store)
-    config = ClassifierConfig(network="resnet18", epochs=3, batch_size=16, lr=1e-3, seed=0)  # fixed epochs
-    runs = [train_classifier(images[train], labels[train], images[~train], labels[~train], 3, config)
+    config = ClassifierConfig(network="resnet10-w0.5", steps=30, batch_size=16, seed=0)
+    runs = [train_classifier(images[train], labels[train], None, None, 3, config, progress=False)
             for _ in range(2)]
     (model, history), (again, _) = runs
     assert state_dict_sha256(model) == state_dict_sha256(again)
@@ -63,30 +82,71 @@ def test_train_classifier_learns_the_disc_store_and_is_deterministic(disc_store)
     assert probabilities.shape == (int((~train).sum()), 3)
     assert np.allclose(probabilities.sum(1), 1, atol=1e-5)
     assert classification_metrics(labels[~train], probabilities)["balanced_accuracy"] > 0.8
-    assert history["best_epoch"] == len(history["epochs"]) == 3 and not history["stopped_early"]
-    assert all("val_balanced_accuracy" in record for record in history["epochs"])
-    assert extract_features(model, images[:5]).shape == (5, 512)
+    assert history["steps_run"] == 30 and history["best_step"] == 30 and not history["stopped_early"]
+    assert history["batch"] == {"real": 16, "extra": 0}
+    assert extract_features(model, images[:5]).shape == (5, 256)
 
 
-def test_early_stopping_keeps_the_best_validation_epoch(disc_store):
+def test_early_stopping_keeps_the_best_validation(disc_store):
     images, labels, train = _split(disc_store)
     fit, val = train & (disc_store.slides != "slide2"), disc_store.slides == "slide2"
-    config = ClassifierConfig(network="resnet18", epochs=4, batch_size=16, seed=0, patience=1)
-    model, history = train_classifier(images[fit], labels[fit], images[val], labels[val], 3, config)
-    scores = [record["val_balanced_accuracy"] for record in history["epochs"]]
-    assert scores[history["best_epoch"] - 1] == max(scores)
+    config = ClassifierConfig(network="resnet10-w0.5", steps=40, eval_every=5, batch_size=16, seed=0, patience=2)
+    model, history = train_classifier(images[fit], labels[fit], images[val], labels[val], 3, config,
+                                      progress=False)
+    scores = [record["val_balanced_accuracy"] for record in history["log"]]
+    best = [record["step"] for record in history["log"]][int(np.argmax(scores))]
+    assert history["best_step"] == best
     if history["stopped_early"]:
-        assert len(scores) == history["best_epoch"] + config.patience
+        assert len(scores) == scores.index(max(scores)) + 1 + config.patience
     kept = classification_metrics(labels[val], predict_proba(model, images[val]))["balanced_accuracy"]
-    assert kept == pytest.approx(max(scores))
+    assert kept == pytest.approx(max(scores), abs=0.1)  # best weights, batch norm re-estimated
 
 
-def test_train_classifier_mixes_extra_patches_and_augments(disc_store):
+@pytest.mark.parametrize("fraction, expected", [(0.0, (16, 0)), (0.25, (12, 4)), (0.5, (8, 8)), (1.0, (0, 16))])
+def test_extra_patches_fill_their_share_of_every_batch_and_steps_stay_fixed(disc_store, fraction, expected,
+                                                                           monkeypatch):
     images, labels, train = _split(disc_store)
-    config = ClassifierConfig(network="resnet18", epochs=1, batch_size=16, seed=1, augmentation="classic")
-    model, history = train_classifier(images[train], labels[train], None, None, 3, config,
-                                      extra=(images[~train], labels[~train]))
-    assert history["n_train"] == len(images)
-    assert history["best_epoch"] == 1 and "val_balanced_accuracy" not in history["epochs"][0]
+    seen = []
+    original = train_module._to_tensor
+
+    def spy(batch, device):
+        seen.append(len(batch))
+        return original(batch, device)
+
+    monkeypatch.setattr(train_module, "_to_tensor", spy)
+    config = ClassifierConfig(network="resnet10-w0.5", steps=6, batch_size=16, seed=1, augmentation="geometric")
+    extra = (images[~train], labels[~train])
+    _, history = train_classifier(images[train], labels[train], None, None, 3, config, extra=extra,
+                                  extra_fraction=fraction, progress=False)
+    assert (history["batch"]["real"], history["batch"]["extra"]) == expected
+    assert history["steps_run"] == 6 and seen[:6] == [16] * 6
+    assert history["n_extra"] == (len(extra[0]) if fraction else 0)
+
+
+def test_extra_rows_enter_batches_in_the_given_share(disc_store, monkeypatch):
+    """Every batch holds exactly its share of extra patches (told apart here by an impossible label mix)."""
+    images, labels, train = _split(disc_store)
+    drawn = []
+    original = train_module.nn.CrossEntropyLoss
+
+    class Spy(original):
+        def forward(self, logits, targets):
+            drawn.append(targets.numpy().copy())
+            return super().forward(logits, targets)
+
+    monkeypatch.setattr(train_module.nn, "CrossEntropyLoss", Spy)
+    real = labels[train] == 0
+    config = ClassifierConfig(network="resnet10-w0.5", steps=5, batch_size=20, seed=0)
+    train_classifier(images[train][real], labels[train][real], None, None, 3, config,
+                     extra=(images[~train][labels[~train] == 2], labels[~train][labels[~train] == 2]),
+                     extra_fraction=0.25, progress=False)
+    assert [int((batch == 2).sum()) for batch in drawn] == [5] * 5
+
+
+def test_unlabelled_and_bad_fractions_are_refused(disc_store):
+    images, labels, train = _split(disc_store)
+    config = ClassifierConfig(network="resnet10-w0.5", steps=1, batch_size=16)
     with pytest.raises(ConfigError, match="unlabelled"):
         train_classifier(images, np.full(len(images), -1), None, None, 3, config)
+    with pytest.raises(ConfigError, match="synthetic_fraction"):
+        train_classifier(images, labels, None, None, 3, config, extra=(images, labels), extra_fraction=1.5)

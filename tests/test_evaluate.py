@@ -263,3 +263,51 @@ def test_report_writer_produces_every_file(tmp_path: Path):
     latex = (tmp_path / "report" / "table.tex").read_text()
     assert r"\toprule" in latex and r"\bottomrule" in latex and r"colour\_only" in latex and r"10\%" in latex
     assert (tmp_path / "report" / "budget_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"])
+def test_metrics_from_confusion_matrices_match_scikit_learn(name):
+    from bioaug.evaluate.metrics import metric_from_confusion, scalar_metric
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        y_true = rng.integers(0, 4, 60)
+        y_true[y_true == 3] = 2  # a class absent from truth
+        y_prob = rng.dirichlet(np.ones(4), 60)
+        matrix = np.bincount(y_true * 4 + y_prob.argmax(1), minlength=16).reshape(4, 4)
+        assert metric_from_confusion(name, matrix) == pytest.approx(scalar_metric(name, y_true, y_prob))
+
+
+def test_image_bootstrap_resamples_whole_images_and_keeps_arms_paired():
+    from bioaug.evaluate.metrics import group_confusion
+    from bioaug.evaluate.stats import image_bootstrap, percentile_interval
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"img{k}" for k in range(10)], 30)
+    y_true = rng.integers(0, 3, len(groups))
+    # each image is either all right or all wrong: patches of one image are perfectly correlated
+    right = np.repeat(rng.random(10) < 0.6, 30)
+    predicted = np.where(right, y_true, (y_true + 1) % 3)
+    y_prob = np.eye(3)[predicted]
+    row = {"fold": 0, "group_confusion": group_confusion(y_true, y_prob, groups)}
+    draws = image_bootstrap({"a": row, "b": row}, "accuracy", n_resamples=500, seed=1)
+    assert np.array_equal(draws["a"], draws["b"])  # the same draw for every run of the fold
+    low, high = percentile_interval(draws["a"])
+    patch_low, patch_high = bootstrap_metric_ci("accuracy", y_true, y_prob, n_resamples=500, seed=1)
+    image_low, image_high = bootstrap_metric_ci("accuracy", y_true, y_prob, groups=groups, n_resamples=500, seed=1)
+    assert high - low > 2 * (patch_high - patch_low)  # correlated patches: the honest interval is wider
+    assert image_high - image_low == pytest.approx(high - low, abs=0.1)
+    assert low <= right.mean() <= high
+
+
+def test_minimum_detectable_difference_follows_the_paired_t_formula():
+    from scipy import stats as scipy_stats
+
+    from bioaug.evaluate.stats import minimum_detectable_difference
+
+    differences = np.array([0.01, -0.02, 0.03, 0.0, 0.015, -0.01])
+    n = len(differences)
+    expected = (scipy_stats.t.ppf(0.975, n - 1) + scipy_stats.t.ppf(0.8, n - 1)) * differences.std(ddof=1) / np.sqrt(n)
+    assert minimum_detectable_difference(differences) == pytest.approx(expected)
+    assert minimum_detectable_difference(np.tile(differences, 4)) < expected  # more pairs, finer resolution
+    assert np.isnan(minimum_detectable_difference([0.1]))

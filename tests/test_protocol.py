@@ -2,24 +2,29 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from bioaug.cli import main
-from bioaug.config import build_config
+from bioaug.config import build_config, config_to_dict
 from bioaug.errors import BioaugError, CheckpointError, ConfigError
 from bioaug.evaluate import protocol
 from bioaug.evaluate.config import EvaluateConfig
 from bioaug.evaluate.report import REPORT_FILES
 from bioaug.store import PatchStore
 
-from conftest import make_disc_store
+from conftest import make_disc_store, make_pool_store
 
-#: The smallest protocol that exercises every arm: one of two folds, two nested budgets, one seed.
-TINY = dict(folds=2, run_folds=[0], budgets=[0.5, 1.0], seeds=[0], epochs=1, batch_size=16, gan_steps=5,
-            gan_batch_size=16, synthetic_per_class=8)
+#: The smallest protocol: one of two folds, two nested budgets, one seed, every arm that needs no pool.
+TINY = dict(folds=2, run_folds=[0], budgets=[0.5, 1.0], seeds=[0],
+            arms=["real", "classic", "synthetic", "selected", "classic+synthetic", "classic+selected",
+                  "synthetic_only", "colour"],
+            classifier={"steps": 8, "batch_size": 16}, generator={"steps": 5, "batch_size": 16},
+            augment={"per_class": 8})
 
 
 @pytest.fixture
@@ -87,7 +92,13 @@ def test_gan_run_of_another_split_in_the_work_directory_is_refused(disc_store, t
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"network": "resnet9"}, "unknown network 'resnet9'"),
+    ({"classifier": {"network": "resnet9"}}, "'network': 'resnet9' is not one of"),
+    ({"synthetic_fraction": 1.5}, r"synthetic_fraction.*\[0, 1\], got 1.5"),
+    ({"synthetic_fraction": -0.1}, r"synthetic_fraction.*\[0, 1\], got -0.1"),
+    ({"arms": ["pseudo_label", "classic"]}, "needs an unlabelled store"),
+    ({"unlabelled": "/no/such/store"}, "no patch store at /no/such/store"),
+    ({"generator": {"steps": 0}}, "steps"),
+    ({"classifier": 3}, "section 'classifier' must be a mapping"),
     ({"budgets": [0.1, 1.5]}, r"in \(0, 1\], got 1.5"),
     ({"synthetic": {"0-0.1": "/no/such/store"}}, "no patch store at /no/such/store"),
     ({"synthetic": {"7-0.1": "/no/such/store"}}, "names no evaluated cell"),
@@ -101,7 +112,8 @@ def test_bad_config_is_a_one_line_error(values, message):
 
 
 def test_bad_config_on_the_command_line_stops_before_training(disc_store, tmp_path, capsys, no_training):
-    for flags in (["--network", "resnet9"], ["--budgets", "0.5", "2"], ["--synthetic", "0-0.1=/nope"],
+    for flags in (["--classifier-network", "resnet9"], ["--budgets", "0.5", "2"], ["--arms", "nope"],
+                  ["--synthetic-fraction", "2"], ["--synthetic", "0-0.1=/nope"],
                   ["--group-by", "patient"]):
         assert main(["evaluate", str(disc_store.path), "--out", str(tmp_path / "eval"), *flags]) == 2
         error = capsys.readouterr().err.strip()
@@ -118,10 +130,18 @@ def test_tiny_evaluation_writes_every_report_file_and_resumes(disc_store, tmp_pa
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     runs = {(run["arm"], run["budget"]) for run in report["runs"]}
-    assert runs == {(arm, budget) for arm in EvaluateConfig().arms for budget in (0.5, 1.0)}
+    assert runs == {(arm, budget) for arm in TINY["arms"] for budget in (0.5, 1.0)}
     assert {row["reference"] for row in report["comparisons"]} == {"real", "classic"}
+    network_runs = [run for run in report["runs"] if run["arm"] != "colour"]
+    assert {run["steps"] for run in network_runs} == {8}  # the same optimisation budget in every arm
+    for run in network_runs:
+        mixed = run["arm"] in ("synthetic", "selected", "classic+synthetic", "classic+selected") and run["n_extra"]
+        expected = {"real": 8, "extra": 8} if mixed else {"real": 16, "extra": 0}
+        assert run["batch"] == expected, run["arm"]
+        assert run["augmentation"] == ("geometric" if run["arm"].startswith("classic") else "none")
     assert all(record["shared with test"] == 0 for record in report["leakage"].values())
     assert len(report["fidelity"]) >= 2 and "Generator leakage check" in (out / "report.md").read_text()
+    assert "Main comparison" in (out / "report.md").read_text()
     gan = json.loads((out / "work" / "fold-0" / "budget-0.50" / "gan" / "config.json").read_text())
     train_store = PatchStore(out / "work" / "fold-0" / "budget-0.50" / "train-store")
     assert gan["inputs"]["store_sha256"] == train_store.content_hash
@@ -140,3 +160,79 @@ def test_unlabelled_store_is_refused_before_training(tmp_path, no_training):
     store.labels = np.full(len(store), -1)
     with pytest.raises(BioaugError, match="unlabelled"):
         protocol.run_evaluation(store, tmp_path / "eval", EvaluateConfig(**TINY), progress=False)
+
+
+def _hashes(store: PatchStore) -> dict[str, str]:
+    return {slide: f"hash-of-{slide}" for slide in sorted(set(store.slides))}
+
+
+@pytest.fixture
+def hashed_store(tmp_path) -> PatchStore:
+    """The disc store with slide-file hashes recorded, as tiling records them."""
+    slides = [f"slide{k}" for k in range(4)]
+    return make_disc_store(tmp_path / "hashed", provenance={"inputs": {s: f"hash-of-{s}" for s in slides}})
+
+
+def test_a_pool_holding_a_renamed_test_image_is_refused_before_training(hashed_store, tmp_path, no_training):
+    test_slide = sorted(protocol.plan(hashed_store, EvaluateConfig(**TINY), tmp_path / "plan")[0].test_slides)[0]
+    hashes = _hashes(hashed_store) | {"renamed": f"hash-of-{test_slide}"}
+    hashes.pop(test_slide)
+    pool = make_pool_store(tmp_path / "pool", hashed_store, rename={test_slide: "renamed"}, hashes=hashes)
+    config = EvaluateConfig(**{**TINY, "unlabelled": str(pool.path)})
+    with pytest.raises(ConfigError, match=f"renamed has the same content as labelled slide {test_slide}") as raised:
+        protocol.run_evaluation(hashed_store, tmp_path / "eval", config, progress=False)
+    assert "\n" not in str(raised.value) and not (tmp_path / "eval" / "work" / "fold-0" / "budget-0.50" / "results").exists()
+
+
+@pytest.mark.parametrize("kind, message", [("other slides", "slide.*the labelled store does not"),
+                                           ("patch size", "has 24 px patches"),
+                                           ("other content", "differs in content")])
+def test_a_pool_of_other_slides_or_patch_size_is_a_one_line_error(hashed_store, tmp_path, no_training, kind,
+                                                                  message, capsys):
+    hashes = _hashes(hashed_store)
+    if kind == "other slides":
+        pool = make_pool_store(tmp_path / "pool", hashed_store, rename={"slide0": "elsewhere"})
+    elif kind == "patch size":
+        pool = make_pool_store(tmp_path / "pool", hashed_store, patch_size=24, hashes=hashes)
+    else:
+        pool = make_pool_store(tmp_path / "pool", hashed_store, hashes=hashes | {"slide1": "another file"})
+    assert main(["evaluate", str(hashed_store.path), "--out", str(tmp_path / "eval"), "--unlabelled",
+                 str(pool.path), "--folds", "2", "--classifier-steps", "2"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert re.search(message, error) and "\n" not in error and str(pool.path) in error
+
+
+def test_pseudo_label_trains_on_the_budget_and_the_pool_only(hashed_store, tmp_path):
+    pool = make_pool_store(tmp_path / "pool", hashed_store, hashes=_hashes(hashed_store))
+    config = EvaluateConfig(**{**TINY, "budgets": [0.5], "arms": ["classic", "pseudo_label", "classic+synthetic"],
+                               "unlabelled": str(pool.path), "pseudo_label_threshold": 0.0})
+    out = protocol.run_evaluation(hashed_store, tmp_path / "eval", config, progress=False)
+    cell = out / "work" / "fold-0" / "budget-0.50"
+    train_store, pool_store = PatchStore(cell / "train-store"), PatchStore(cell / "pool-store")
+    test_slides = protocol.plan(hashed_store, config, tmp_path / "plan")[0].test_slides
+    assert not set(pool_store.slides) & (test_slides | set(train_store.slides))  # outside test and budget
+    assert set(pool_store.slides) | set(train_store.slides) == set(hashed_store.slides) - test_slides
+    result = json.loads((cell / "results" / "pseudo_label-seed-0.json").read_text())
+    pseudo = np.load(cell / "results" / "pseudo-seed-0.npz")
+    assert result["n_train"] == len(train_store) and result["n_extra"] == len(pseudo["rows"]) == len(pool_store)
+    assert result["batch"] == {"real": 8, "extra": 8} and result["steps"] == 8
+    gan_store = PatchStore(cell / "gan-store")  # the generator learns from the pseudo-labelled pool too
+    assert len(gan_store) == len(train_store) + len(pool_store)
+    assert set(gan_store.slides) == set(train_store.slides) | set(pool_store.slides)
+    generator = json.loads((cell / "synthetic.json").read_text())
+    assert generator["leakage"]["shared with test"] == 0 and generator["generator_data"]["pool_patches"] == len(pool_store)
+
+
+def test_nested_config_round_trips_through_yaml_and_dry_run(tmp_path, capsys, disc_store):
+    values = {**TINY, "classifier": {"steps": 77, "network": "resnet18"}, "generator": {"lr_d": 3e-4, "d_steps": 3},
+              "augment": {"per_class": 5, "truncation": 0.7}}
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(values))
+    assert main(["evaluate", str(disc_store.path), "--out", str(tmp_path / "eval"), "--config", str(path),
+                 "--generator-steps", "9", "--dry-run"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["classifier"]["steps"] == 77 and printed["classifier"]["network"] == "resnet18"
+    assert printed["generator"]["lr_d"] == 3e-4 and printed["generator"]["d_steps"] == 3
+    assert printed["generator"]["steps"] == 9 and printed["augment"]["truncation"] == 0.7
+    again = build_config(EvaluateConfig, yaml.safe_load(yaml.safe_dump(printed)))
+    assert config_to_dict(again) == printed

@@ -180,11 +180,11 @@ def test_full_run_from_the_command_line_selects_audits_and_draws_sheets(gan, tmp
     _, run = gan
     out = tmp_path / "synth"
     assert main(["augment", str(run), "--out", str(out), "--per-class", "4", "--select", "true",
-                 "--classifier-epochs", "1", "--min-confidence", "0", "--quiet"]) == 0
+                 "--classifier-steps", "5", "--min-confidence", "0", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "small:" in printed and "near-copies" in printed
     report = json.loads((out / "augment.json").read_text())
-    assert report["selection"]["classifier"]["network"] == "resnet18"
+    assert report["selection"]["classifier"]["network"] == "resnet10-w0.5"
     assert len(read_csv(out / "selection.csv")) == 12
     assert len(read_csv(out / "audit.csv")) == len(PatchStore(out))
     for sheet in ("walks", "class_interpolation", "arithmetic"):
@@ -296,3 +296,22 @@ def test_the_synthesizer_rebuilds_the_preset_a_checkpoint_records(tmp_path):
     z = synth.latents(np.arange(4), seed=2)
     np.testing.assert_array_equal(synth.decode_mixed(z, np.eye(3)[labels]), synth.decode(z, labels))
     np.testing.assert_array_equal(synth.sample(labels, seed=2), synth.decode(z, labels))
+
+
+def test_selection_classifier_is_cached_by_the_real_store_hash(disc_store, tmp_path, monkeypatch):
+    from bioaug.synthesis import selection
+
+    config = AugmentConfig(per_class=4, classifier_steps=3, batch_size=16)
+    _, first = selection.train_scorer(disc_store, config, cache=tmp_path / "scorers")
+    assert not first["cached"] and len(list((tmp_path / "scorers").glob("*.pt"))) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the selection classifier was trained again")
+    monkeypatch.setattr(selection, "train_classifier", refuse)
+    scorer, again = selection.train_scorer(disc_store, config, cache=tmp_path / "scorers")
+    assert again["cached"] and again["sha256"] == first["sha256"]
+    probabilities, features = scorer(disc_store.images([0, 1]))
+    assert probabilities.shape == (2, 3) and len(features) == 2
+    other = make_disc_store(tmp_path / "other", seed=5)  # other patches: another key, trained anew
+    monkeypatch.undo()
+    assert not selection.train_scorer(other, config, cache=tmp_path / "scorers")[1]["cached"]

@@ -1,85 +1,85 @@
-"""Train a MONAI classifier on patches: class-balanced loss, optional classic augmentation, seeded.
+"""Train a MONAI classifier on patches for a fixed number of optimiser steps: class-balanced, seeded.
 
 Images go in as (N, H, W, 3) uint8 arrays, exactly what ``PatchStore.images`` returns, and are scaled to
-[0, 1] like ``PatchDataset``. Training is deterministic for a seed on CPU; on CUDA it uses mixed precision.
+[0, 1] like ``PatchDataset``. Every run takes ``steps`` optimiser steps (linear warm-up, then cosine decay)
+whatever the size of its training set, so arms that add synthetic or pseudo-labelled patches get the same
+optimisation budget as real-only training; those extra patches fill a fixed share of every batch
+(``extra_fraction``) instead of lengthening an epoch. Deterministic for a seed on CPU; mixed precision on CUDA.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..config import option
 from ..errors import ConfigError
-from .networks import NETWORKS, build_network
-
-AUGMENTATIONS = ("none", "classic")
-
-
-@dataclass
-class ClassifierConfig:
-    """How the downstream classifier is trained; one instance per evaluation run."""
-
-    network: str = option("resnet18", "MONAI network", choices=tuple(NETWORKS))
-    epochs: int = option(12, "maximum number of training epochs")
-    batch_size: int = option(64, "patches per optimisation step")
-    lr: float = option(1e-3, "AdamW learning rate")
-    weight_decay: float = option(1e-4, "AdamW weight decay")
-    patience: int = option(0, "stop after this many epochs without a better validation balanced accuracy and "
-                              "keep the best epoch; 0 trains all epochs and keeps the last")
-    seed: int = option(0, "seed for initialisation, batch order and augmentation")
-    augmentation: str = option("none", "training-time augmentation", choices=AUGMENTATIONS)
-
-    def validate(self) -> None:
-        """Reject impossible values before any training starts."""
-        if self.network not in NETWORKS:
-            raise ConfigError("network", f"unknown network {self.network!r}; valid: {', '.join(NETWORKS)}")
-        if self.augmentation not in AUGMENTATIONS:
-            raise ConfigError("augmentation", f"{self.augmentation!r} is not one of {', '.join(AUGMENTATIONS)}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.patience < 0:
-            raise ConfigError("classifier", "lr must be > 0, weight_decay and patience >= 0")
+from ..progress import progress_bar
+from .augmentation import build_augmentation
+from .config import ClassifierConfig
+from .networks import build_network
 
 
-def classic_augmentation(seed: int) -> Callable[..., dict[str, Any]]:
-    """The 'classic' arm: flips, 90° rotations, H&E stain jitter, blur and brightness/contrast, seeded.
+def mixture_class_weights(labels: np.ndarray, extra_labels: np.ndarray | None, extra_fraction: float,
+                          n_classes: int) -> np.ndarray:
+    """Loss weights ``1 / (K p_c)`` for the class frequencies ``p_c`` of the batches actually drawn.
 
-    Applied to one (H, W, 3) uint8 image at a time as ``transform(image=image)["image"]``.
+    Batches hold ``1 - extra_fraction`` real and ``extra_fraction`` extra patches, so the expected class
+    distribution mixes the two sets' distributions; every present class then weighs the same in the loss.
+    Classes absent from both get weight 0 (they contribute no terms anyway).
     """
-    import albumentations as A
-
-    if not hasattr(A, "HEStain"):
-        raise ConfigError("augmentation", "classic augmentation needs albumentations >= 2.0 (for HEStain)")
-    return A.Compose([
-        A.HorizontalFlip(p=0.5),
-        A.VerticalFlip(p=0.5),
-        A.RandomRotate90(p=1.0),
-        A.HEStain(method="random_preset", p=0.5),
-        A.GaussianBlur(blur_limit=(3, 3), sigma_limit=(0.1, 1.0), p=0.2),
-        A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
-    ], seed=seed)
+    frequency = np.bincount(labels, minlength=n_classes) / max(len(labels), 1)
+    if extra_labels is not None and len(extra_labels) and extra_fraction > 0:
+        extra = np.bincount(extra_labels, minlength=n_classes) / len(extra_labels)
+        frequency = (1 - extra_fraction) * frequency + extra_fraction * extra
+    present = frequency > 0
+    weights = np.zeros(n_classes)
+    weights[present] = 1.0 / (present.sum() * frequency[present])
+    return weights
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Inverse-frequency weights ``N / (K * count)`` so every present class weighs the same in the loss.
+    """Inverse-frequency weights ``N / (K * count)`` of one label set (0 for absent classes)."""
+    return mixture_class_weights(np.asarray(labels, dtype=np.int64), None, 0.0, n_classes)
 
-    Classes absent from ``labels`` get weight 0 (they contribute no terms anyway).
-    """
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    weights = np.zeros(n_classes)
-    weights[present] = len(labels) / (present.sum() * counts[present])
-    return weights
+
+def lr_factor(step: int, steps: int, warmup_fraction: float) -> float:
+    """Learning-rate multiplier at ``step`` (0-based): linear warm-up to 1, then cosine decay towards 0."""
+    warmup = int(round(warmup_fraction * steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(steps - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _Stream:
+    """Endless seeded sampling without replacement: one permutation per pass over ``n`` items."""
+
+    def __init__(self, n: int, rng: np.random.Generator) -> None:
+        self.n, self.rng, self.order, self.position, self.passes = n, rng, np.zeros(0, np.int64), 0, 0
+
+    def take(self, count: int) -> np.ndarray:
+        taken = []
+        while count > 0:
+            if self.position >= len(self.order):
+                self.order, self.position, self.passes = self.rng.permutation(self.n), 0, self.passes + 1
+            chunk = self.order[self.position:self.position + count]
+            self.position += len(chunk)
+            count -= len(chunk)
+            taken.append(chunk)
+        return np.concatenate(taken) if taken else np.zeros(0, np.int64)
+
+
+def batch_composition(batch_size: int, extra_fraction: float, has_extra: bool) -> tuple[int, int]:
+    """(real, extra) patches per batch: ``round(extra_fraction * batch_size)`` extra ones when there are any."""
+    extra = int(round(extra_fraction * batch_size)) if has_extra else 0
+    return batch_size - extra, extra
 
 
 def _default_device(device: str | torch.device | None) -> torch.device:
@@ -102,25 +102,29 @@ def _check_images(images: np.ndarray, labels: np.ndarray | None, what: str) -> N
 
 def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray | None,
                      val_labels: np.ndarray | None, n_classes: int, config: ClassifierConfig, *,
-                     extra: tuple[np.ndarray, np.ndarray] | None = None,
-                     device: str | torch.device | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Train ``config.network`` on real patches (plus ``extra``, e.g. synthetic ones) and return it in eval mode.
+                     extra: tuple[np.ndarray, np.ndarray] | None = None, extra_fraction: float = 0.0,
+                     device: str | torch.device | None = None,
+                     progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``config.network`` for ``config.steps`` steps on real patches (plus ``extra``) and return it.
 
     Parameters
     ----------
     train_images, train_labels
         Real training patches, (N, H, W, 3) uint8, and their class indices.
     val_images, val_labels
-        Validation patches from slides disjoint from training, or None for a fixed epoch budget. Balanced
-        accuracy on them is logged every epoch and, with ``config.patience > 0``, selects the epoch kept.
+        Validation patches from slides disjoint from training, or None. Used only with ``config.patience``
+        > 0: balanced accuracy on them every ``eval_every`` steps selects the weights kept.
     n_classes
         Number of output classes (the store's class count, even if some are absent here).
     config
         Network, schedule, seed and augmentation.
-    extra
-        Additional (images, labels) mixed into every training epoch; augmentation applies to them too.
+    extra, extra_fraction
+        Additional (images, labels), e.g. synthetic or pseudo-labelled patches, filling ``extra_fraction`` of
+        every batch; augmentation applies to them too. The number of steps does not change.
     device
         Defaults to CUDA when available (with mixed precision), else CPU.
+    progress
+        Progress over steps (a bar on a terminal, log lines elsewhere; ``--quiet`` silences both).
 
     Seeds torch's global generator with ``config.seed`` (network initialisation), so two calls with the same
     inputs and config give the same weights on CPU.
@@ -128,18 +132,23 @@ def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, val_ima
     Returns
     -------
     model, history
-        The trained network (eval mode) and a JSON-ready dict: per-epoch ``epochs`` records (loss, validation
-        balanced accuracy, seconds), ``best_epoch``, ``stopped_early``, ``class_weights``, ``n_train``.
+        The trained network (eval mode) and a JSON-ready dict: ``steps``, ``batch`` ({"real": n, "extra": n}
+        per batch), ``passes`` over each set, ``log`` (mean loss, learning rate and, with validation, balanced
+        accuracy per interval), ``best_step``, ``stopped_early``, ``class_weights``, ``n_train``, ``n_extra``.
     """
     config.validate()
-    images, labels = train_images, np.asarray(train_labels, dtype=np.int64)
-    if extra is not None:
-        images = np.concatenate([images, extra[0]])
-        labels = np.concatenate([labels, np.asarray(extra[1], dtype=np.int64)])
-    _check_images(images, labels, "training patches")
-    if len(images) == 0:
+    if not 0 <= extra_fraction <= 1:
+        raise ConfigError("synthetic_fraction", f"must lie in [0, 1], got {extra_fraction}")
+    labels = np.asarray(train_labels, dtype=np.int64)
+    _check_images(train_images, labels, "training patches")
+    has_extra = extra is not None and len(extra[0]) > 0 and extra_fraction > 0
+    extra_images, extra_labels = (extra[0], np.asarray(extra[1], dtype=np.int64)) if has_extra else (None, None)
+    if has_extra:
+        _check_images(extra_images, extra_labels, "extra training patches")
+    n_real, n_extra = batch_composition(config.batch_size, extra_fraction, has_extra)
+    if n_real and not len(train_images):
         raise ConfigError("training patches", "no training patches")
-    validating = val_images is not None and val_labels is not None and len(val_images) > 0
+    validating = bool(config.patience) and val_images is not None and val_labels is not None and len(val_images)
     if validating:
         _check_images(val_images, np.asarray(val_labels), "validation patches")
 
@@ -147,59 +156,87 @@ def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, val_ima
     use_amp = device.type == "cuda"
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    augment = classic_augmentation(config.seed) if config.augmentation == "classic" else None
+    real_stream, extra_stream = _Stream(len(train_images), rng), _Stream(len(extra_images) if has_extra else 0, rng)
+    augment = build_augmentation(config.augmentation, config.seed)
     model = build_network(config.network, n_classes).to(device)
-    weights = class_weights(labels, n_classes)
+    weights = mixture_class_weights(labels, extra_labels, n_extra / config.batch_size, n_classes)
     loss_fn = nn.CrossEntropyLoss(weight=torch.as_tensor(weights, dtype=torch.float32, device=device))
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: lr_factor(step, config.steps, config.warmup_fraction))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    history: dict[str, Any] = {"epochs": [], "best_epoch": 0, "stopped_early": False,
-                               "class_weights": weights.tolist(), "n_train": int(len(images))}
-    best_score, best_state, since_best = -np.inf, None, 0
-    for epoch in tqdm(range(1, config.epochs + 1), desc=f"train {config.network}", unit="epoch", disable=None):
-        started = time.perf_counter()
-        model.train()
-        order = rng.permutation(len(images))
-        total_loss = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
-            if len(batch) < 2 and len(order) > 1:
-                continue  # batch norm cannot train on a single sample
-            batch_images = images[batch]
-            if augment is not None:
-                batch_images = np.stack([augment(image=image)["image"] for image in batch_images])
-            inputs = _to_tensor(batch_images, device)
-            targets = torch.from_numpy(labels[batch]).to(device)
-            optimiser.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(model(inputs), targets)
-            scaler.scale(loss).backward()
-            scaler.step(optimiser)
-            scaler.update()
-            total_loss += float(loss.detach()) * len(batch)
-        precise_batch_norm(model, images[order[:PRECISE_BN_IMAGES]], batch_size=config.batch_size, device=device)
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": total_loss / len(order)}
+    history: dict[str, Any] = {"steps": config.steps, "batch": {"real": n_real, "extra": n_extra}, "log": [],
+                               "best_step": config.steps, "stopped_early": False, "class_weights": weights.tolist(),
+                               "n_train": int(len(train_images)), "n_extra": int(len(extra_images)) if has_extra else 0}
+    interval = config.eval_every if validating else max(config.steps // 10, 1)
+    best_score, best_state, since_best, losses = -np.inf, None, 0, []
+    started = time.perf_counter()
+    model.train()
+    bar = progress_bar(range(config.steps), desc=f"train {config.network}", unit="step", disable=not progress)
+    for step in bar:
+        real = real_stream.take(n_real)
+        batch_images, batch_labels = train_images[real], labels[real]
+        if n_extra:
+            chosen = extra_stream.take(n_extra)
+            batch_images = np.concatenate([batch_images, extra_images[chosen]])
+            batch_labels = np.concatenate([batch_labels, extra_labels[chosen]])
+        if augment is not None:
+            batch_images = np.stack([augment(image=image)["image"] for image in batch_images])
+        inputs = _to_tensor(batch_images, device)
+        targets = torch.from_numpy(batch_labels).to(device)
+        optimiser.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            loss = loss_fn(model(inputs), targets)
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % interval and step + 1 < config.steps:
+            continue
+        record: dict[str, Any] = {"step": step + 1, "train_loss": float(np.mean(losses)),
+                                  "lr": float(optimiser.param_groups[0]["lr"]),
+                                  "seconds": round(time.perf_counter() - started, 2)}
+        losses = []
         if validating:
+            precise_batch_norm(model, _bn_images(train_images, extra_images, n_real, n_extra, rng),
+                               batch_size=config.batch_size, device=device)
             predicted = predict_proba(model, val_images, batch_size=config.batch_size, device=device).argmax(1)
             record["val_balanced_accuracy"] = float(balanced_accuracy_score(val_labels, predicted))
-        record["seconds"] = time.perf_counter() - started
-        history["epochs"].append(record)
-        if not (validating and config.patience):
-            continue
-        if record["val_balanced_accuracy"] > best_score:
-            best_score, since_best = record["val_balanced_accuracy"], 0
-            best_state, history["best_epoch"] = copy.deepcopy(model.state_dict()), epoch
-        else:
-            since_best += 1
-            if since_best >= config.patience:
-                history["stopped_early"] = True
-                break
+            model.train()
+            if record["val_balanced_accuracy"] > best_score:
+                best_score, since_best = record["val_balanced_accuracy"], 0
+                best_state, history["best_step"] = copy.deepcopy(model.state_dict()), step + 1
+            else:
+                since_best += 1
+        history["log"].append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+        if validating and since_best >= config.patience:
+            history["stopped_early"] = step + 1 < config.steps
+            break
+    bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    if not (validating and config.patience):
-        history["best_epoch"] = len(history["epochs"])
+    else:
+        precise_batch_norm(model, _bn_images(train_images, extra_images, n_real, n_extra, rng),
+                           batch_size=config.batch_size, device=device)
+    history["passes"] = {"real": real_stream.passes, "extra": extra_stream.passes}
+    history["steps_run"] = history["log"][-1]["step"] if history["log"] else 0
     return model.eval(), history
+
+
+def _bn_images(images: np.ndarray, extra: np.ndarray | None, n_real: int, n_extra: int,
+               rng: np.random.Generator) -> np.ndarray:
+    """Up to ``PRECISE_BN_IMAGES`` patches mixed as the training batches are, for batch-norm statistics."""
+    total = min(PRECISE_BN_IMAGES, len(images) + (len(extra) if extra is not None else 0))
+    share = n_extra / (n_real + n_extra)
+    take_extra = min(int(round(share * total)), len(extra)) if extra is not None and n_extra else 0
+    take_real = min(total - take_extra, len(images))
+    parts = [images[np.sort(rng.permutation(len(images))[:take_real])]]
+    if take_extra:
+        parts.append(extra[np.sort(rng.permutation(len(extra))[:take_extra])])
+    return np.concatenate(parts)
 
 
 PRECISE_BN_IMAGES = 4096

@@ -1,28 +1,27 @@
 """``EvaluateConfig``: every option of ``bioaug evaluate``, checked before any training starts.
 
-Kept free of torch and scikit-learn so the command line can build ``--help`` and ``--dry-run`` quickly; the
-few checks that need the classifier registry import it inside ``validate``.
+The evaluation drives three other stages and holds each one's whole config as a nested section, so a profile
+reaches every option of them: ``classifier`` (``ClassifierConfig``), ``generator`` (the GAN's ``TrainConfig``)
+and ``augment`` (``AugmentConfig``: how synthetic patches are drawn and selected). Kept free of torch and
+scikit-learn so the command line can build ``--help`` and ``--dry-run`` quickly.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import option
+from ..classify.config import ClassifierConfig
+from ..classify.augmentation import RECIPES
+from ..config import build_section, option
 from ..errors import ConfigError
-from ..gan.config import DEVICES
-
-ARMS = ("real", "classic", "synthetic", "selected", "synthetic_only", "colour")
-"""Training sets compared on the same splits and seeds: real patches; real with albumentations; real plus
-synthetic; real plus selected synthetic; synthetic only (tested on real); a colour-statistics baseline."""
-ARM_STORES = {"synthetic": "synthetic", "selected": "selected", "synthetic_only": "synthetic"}
-"""The synthetic store (all drawn patches, or those kept by selection) each synthetic arm trains on."""
-SYNTHETIC_ARMS = tuple(ARM_STORES)
+from ..gan.config import DEVICES, TrainConfig
+from ..synthesis.config import AugmentConfig
+from .arms import ARMS
 
 
 @dataclass
 class EvaluateConfig:
-    """The evaluation protocol: splits, label budgets, arms, seeds, classifier, generator and augmentation."""
+    """The evaluation protocol: splits, label budgets, arms, seeds, unlabelled pool and the stages it drives."""
 
     folds: int = option(5, "grouped cross-validation folds (StratifiedGroupKFold)")
     run_folds: list[int] = option([], "indices of the folds to run (empty: all folds)")
@@ -31,34 +30,41 @@ class EvaluateConfig:
                                     "(slide, or e.g. patient)")
     budgets: list[float] = option([0.1, 0.25, 1.0], "label budgets: fractions of each fold's training groups "
                                                     "(nested: smaller budgets' groups are among larger ones')")
-    seeds: list[int] = option([0, 1, 2], "classifier seeds; every arm runs every seed on the same splits")
-    arms: list[str] = option(list(ARMS), "arms to compare", choices=ARMS)
-    validation_fraction: float = option(0.2, "fraction of training groups held out for early stopping")
-    network: str = option("resnet18", "classifier: a MONAI network of bioaug.classify.NETWORKS, e.g. resnet18, "
-                                      "densenet121, efficientnet-b0")
-    epochs: int = option(12, "maximum classifier epochs")
-    patience: int = option(3, "stop after this many epochs without a better validation balanced accuracy")
-    batch_size: int = option(64, "classifier batch size")
-    lr: float = option(1e-3, "classifier AdamW learning rate")
-    weight_decay: float = option(1e-4, "classifier AdamW weight decay")
-    gan_steps: int = option(5000, "GAN training steps per fold and budget")
-    gan_batch_size: int | None = option(None, "GAN batch size (None: by patch size)")
-    synthetic_per_class: int = option(0, "synthetic patches per class (0: as many as the largest class among "
-                                         "the budget's real training patches)")
-    truncation: float | None = option(None, "latent truncation of the generator (None: none)")
-    min_confidence: float = option(0.8, "selection: minimum real-trained classifier confidence in the "
-                                        "intended class")
-    feature_quantile: float = option(0.95, "selection: keep synthetic patches within this quantile of real "
-                                           "nearest-neighbour distances")
+    seeds: list[int] = option([0, 1, 2, 3, 4], "classifier seeds; every arm runs every seed on the same splits")
+    arms: list[str] = option(["real", "classic", "classic+synthetic", "classic+selected", "colour"],
+                             "arms to compare (add pseudo_label with an unlabelled store)", choices=tuple(ARMS))
+    classic_recipe: str = option("geometric", "augmentation recipe of the classic arms (chosen on training-side "
+                                              "data by benchmarks/classifier_choice.py)", choices=tuple(RECIPES))
+    synthetic_fraction: float = option(0.5, "share of every training batch filled with synthetic or "
+                                            "pseudo-labelled patches in the arms that use them")
+    unlabelled: str | None = option(None, "unlabelled patch store of the same slides (`bioaug tile --label-by "
+                                          "none`): its nuclei on each fold's training slides outside the label "
+                                          "budget form the pool for pseudo-labels and generators")
+    pseudo_label_threshold: float = option(0.9, "pool patches whose classic-classifier confidence reaches this "
+                                                "join training (pseudo_label arm) and the generator's data")
+    generator_pool: bool = option(True, "train each cell's generator on the budget's patches plus the "
+                                        "confidently pseudo-labelled pool (needs unlabelled)")
+    validation_fraction: float = option(0.2, "fraction of training groups held out for early stopping (only "
+                                             "with classifier patience > 0)")
     synthetic: dict[str, str] = option({}, "ready synthetic stores per cell, FOLD-BUDGET -> store (e.g. "
                                            "'0-0.1': path); those cells train no generator")
     device: str = option("auto", "where to train: CUDA (with mixed precision) when present with auto",
                          choices=DEVICES)
+    classifier: ClassifierConfig = option(ClassifierConfig(), "the classifier every network arm trains "
+                                                              "(its seed and augmentation are set per arm)")
+    generator: TrainConfig = option(TrainConfig(steps=5000), "the GAN trained per fold and budget")
+    augment: AugmentConfig = option(AugmentConfig(per_class=400, sheets=False), "how synthetic patches are "
+                                    "drawn and selected per cell (per_class, truncation, min_confidence, ...)")
+
+    def __post_init__(self) -> None:
+        """Sections given as mappings (``classifier={"steps": 800}``) become their configs, checked."""
+        for name in ("classifier", "generator", "augment"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, build_section(type(self), name, value))
 
     def validate(self) -> None:
-        """Raise ``ConfigError`` for any value no evaluation could use, including missing synthetic stores."""
-        from ..classify import NETWORKS
-
+        """Raise ``ConfigError`` for any value no evaluation could use, including missing stores."""
         if self.folds < 2:
             raise ConfigError("folds", f"need at least 2 folds, got {self.folds}")
         bad_folds = [k for k in self.run_folds if not 0 <= k < self.folds]
@@ -75,19 +81,25 @@ class EvaluateConfig:
         unknown = [arm for arm in self.arms if arm not in ARMS]
         if unknown:
             raise ConfigError("arms", f"unknown arm {unknown[0]!r}; valid: {', '.join(ARMS)}")
-        if self.network not in NETWORKS:
-            raise ConfigError("network", f"unknown network {self.network!r}; valid: {', '.join(NETWORKS)}")
+        if self.classic_recipe not in RECIPES:
+            raise ConfigError("classic_recipe", f"unknown recipe {self.classic_recipe!r}; valid: "
+                                                f"{', '.join(RECIPES)}")
+        if not 0 <= self.synthetic_fraction <= 1:
+            raise ConfigError("synthetic_fraction", f"must lie in [0, 1], got {self.synthetic_fraction}")
+        if not 0 <= self.pseudo_label_threshold <= 1:
+            raise ConfigError("pseudo_label_threshold", f"must lie in [0, 1], got {self.pseudo_label_threshold}")
         if not 0 < self.validation_fraction < 1:
             raise ConfigError("validation_fraction", f"must be in (0, 1), got {self.validation_fraction}")
         if self.device not in DEVICES:
             raise ConfigError("device", f"{self.device!r} is not one of {', '.join(DEVICES)}")
-        for name in ("epochs", "batch_size", "gan_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.patience < 0 or self.synthetic_per_class < 0:
-            raise ConfigError("config", "lr must be > 0; weight_decay, patience and synthetic_per_class >= 0")
-        if not 0 <= self.min_confidence <= 1 or not 0 < self.feature_quantile <= 1:
-            raise ConfigError("config", "min_confidence must lie in [0, 1] and feature_quantile in (0, 1]")
+        for section in (self.classifier, self.generator, self.augment):
+            section.validate()
+        needs_pool = [arm for arm in self.arms if ARMS[arm].needs_pool]
+        if needs_pool and not self.unlabelled:
+            raise ConfigError("unlabelled", f"arm {needs_pool[0]!r} needs an unlabelled store (unlabelled: STORE, "
+                                            "from `bioaug tile --label-by none` on the same slides)")
+        if self.unlabelled and not (Path(self.unlabelled) / "store.json").is_file():
+            raise ConfigError("unlabelled", f"no patch store at {self.unlabelled}")
         for key, path in self.synthetic.items():
             fold, budget = synthetic_key(key)
             if fold not in self.fold_indices() or budget not in self.budgets:
@@ -99,6 +111,10 @@ class EvaluateConfig:
     def fold_indices(self) -> list[int]:
         """The folds this evaluation runs."""
         return list(self.run_folds) or list(range(self.folds))
+
+    def uses_generator(self) -> bool:
+        """Whether any arm trains on generated patches."""
+        return any(ARMS[arm].needs_generator for arm in self.arms)
 
     def ready_synthetic(self, fold: int, budget: float) -> Path | None:
         """The ready synthetic store given for (fold, budget), if any."""

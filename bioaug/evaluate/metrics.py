@@ -100,3 +100,47 @@ def classification_metrics(y_true: Sequence[int], y_prob: np.ndarray,
     result["specificity"] = dict(zip(names, map(float, specificity)))
     result["confusion_matrix"] = matrix.tolist()
     return result
+
+
+def group_confusion(y_true: Sequence[int], y_prob: np.ndarray, groups: Sequence[str]) -> dict[str, list]:
+    """Confusion matrix (true rows, predicted columns) of each test group (image or slide), JSON-ready.
+
+    Summed with bootstrap weights over groups, these give any resample's confusion matrix without
+    recomputing predictions: the basis of the image-level confidence intervals.
+    """
+    y_true, y_prob = _inputs(y_true, y_prob)
+    predicted, n_classes, groups = y_prob.argmax(axis=1), y_prob.shape[1], np.asarray(groups, dtype=str)
+    result = {}
+    for group in sorted(set(groups)):
+        chosen = groups == group
+        cells = np.bincount(y_true[chosen] * n_classes + predicted[chosen], minlength=n_classes * n_classes)
+        result[str(group)] = cells.reshape(n_classes, n_classes).tolist()
+    return result
+
+
+CONFUSION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
+"""Metrics that a confusion matrix determines (ROC AUC needs the probabilities)."""
+
+
+def metric_from_confusion(name: str, matrices: np.ndarray) -> np.ndarray:
+    """``name`` for each of a stack of confusion matrices (..., K, K), as scikit-learn computes it.
+
+    Macro-F1 averages over the classes that occur in truth or prediction (scikit-learn's label set),
+    balanced accuracy over the classes that occur in truth; undefined values are NaN.
+    """
+    matrices = np.asarray(matrices, dtype=np.float64)
+    true_positive = np.diagonal(matrices, axis1=-2, axis2=-1)
+    support, predicted = matrices.sum(-1), matrices.sum(-2)
+    total = support.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if name == "accuracy":
+            return true_positive.sum(-1) / total
+        if name == "balanced_accuracy":
+            recall = np.where(support > 0, true_positive / support, np.nan)
+            return np.nanmean(recall, axis=-1) if recall.size else recall
+        f1 = np.where(support + predicted > 0, 2 * true_positive / (support + predicted), np.nan)
+        if name == "macro_f1":
+            return np.nanmean(f1, axis=-1)
+        if name == "weighted_f1":
+            return np.nansum(np.nan_to_num(f1) * support, axis=-1) / total
+    raise ValueError(f"{name!r} is not one of {', '.join(CONFUSION_METRICS)}")

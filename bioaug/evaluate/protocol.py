@@ -1,26 +1,34 @@
 """``bioaug evaluate``: the whole protocol, from a real patch store to the report.
 
 For every evaluated fold (StratifiedGroupKFold over slides or patients) and label budget (a nested fraction of
-the fold's training groups) a cell is prepared, then every arm is trained for every seed on the same splits:
+the fold's training groups) a cell is prepared, then every arm (``bioaug.evaluate.arms``) is trained for every
+seed on the same splits, for the same number of optimiser steps:
 
-1. the budget's training patches become a store of their own (``train-store``), so a generator trained on it
-   records by content hash exactly which slides it saw;
-2. with synthetic arms, a GAN is trained on that store (``gan``), or a ready synthetic store is taken from
-   the config; either way the generator's training slides are checked against the fold's test slides and
-   the budget's slides before any classifier is trained (a leak is a one-line error, not a footnote);
-3. a classifier trained on the real training patches (the ``real`` arm's first seed) scores the synthetic
-   patches: it is the feature space of the fidelity metrics, the scorer of the ``selected`` arm and of the
-   memorisation audit;
-4. each (arm, seed) classifier is tested on the fold's test patches; its metrics go to a small JSON file.
+1. the budget's training patches become a store of their own (``train-store``), and with an unlabelled store
+   the fold's other training slides give the cell's unlabelled pool (``pool-store``); both record by content
+   hash exactly which slides they hold, and the pool is refused if it holds a test slide;
+2. the ``classic`` classifier of each seed labels the pool; its confident patches fill a share of every batch
+   of the ``pseudo_label`` arm;
+3. with generator arms, a GAN is trained on the budget's patches plus the first seed's confidently
+   pseudo-labelled pool (``gan-store``), or a ready synthetic store is taken from the config; either way the
+   generator's training slides are checked against the fold's test slides before any classifier sees its
+   patches (a leak is a one-line error, not a footnote);
+4. the first seed's ``classic`` classifier (``real`` when classic is not run) scores the synthetic patches: it
+   is the feature space of the fidelity metrics and the scorer of selection;
+5. each (arm, seed) classifier is tested on the fold's test patches; its metrics go to a small JSON file.
 
-Work layout under ``out/work`` (deterministic, so a rerun resumes and a GAN already trained there is reused)::
+Work layout under ``out/work`` (deterministic, so a rerun resumes and finished work is reused)::
 
     fold-<k>/budget-<b:.2f>/train-store    the budget's training patches (subset of the input store)
-    fold-<k>/budget-<b:.2f>/gan            GAN run trained on train-store
+    fold-<k>/budget-<b:.2f>/pool-store     the cell's unlabelled pool (subset of the unlabelled store)
+    fold-<k>/budget-<b:.2f>/gan-store      what the generator trains on (budget + pseudo-labelled pool)
+    fold-<k>/budget-<b:.2f>/gan            GAN run
     fold-<k>/budget-<b:.2f>/synthetic      augment output (synthetic patches, audit)
     fold-<k>/budget-<b:.2f>/selected       the synthetic patches kept by selection
     fold-<k>/budget-<b:.2f>/synthetic.json fidelity, hashes and leakage check of this cell's generator
     fold-<k>/budget-<b:.2f>/results/<arm>-seed-<s>.json   metrics and test probabilities of one classifier
+    fold-<k>/budget-<b:.2f>/results/<arm>-seed-<s>.pt     weights of the classifiers later steps reuse
+    fold-<k>/budget-<b:.2f>/results/pseudo-seed-<s>.npz   the pool patches that seed's classifier labelled
 
 Every result file carries a key of everything it depends on (settings and input hashes) and is reused only
 when the key matches. The report (``report.md``, ``report.json``, ``table.tex``, PNGs) goes into ``out``.
@@ -32,27 +40,31 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
-from ..classify import ClassifierConfig, extract_features, predict_proba, state_dict_sha256, train_classifier
+from ..classify import (build_network, extract_features, predict_proba, state_dict_sha256,
+                        train_classifier)
 from ..config import config_to_dict
 from ..errors import CheckpointError, ConfigError, StoreError
-from ..gan import TrainConfig
 from ..gan import train as train_gan
-from ..provenance import run_record, sha256_file, sha256_json, write_json_atomic
+from ..progress import progress_bar
+from ..provenance import atomic_path, run_record, sha256_file, sha256_json, write_json_atomic
 from ..store import PatchStore, subset_store
-from ..synthesis import AugmentConfig, augment, select_synthetic
+from ..synthesis import augment, select_synthetic
 from ..synthesis.pipeline import read_run
+from .arms import ARMS, REFERENCE_ARMS, Arm
 from .baselines import colour_baseline
-from .config import ARM_STORES, SYNTHETIC_ARMS, EvaluateConfig
+from .config import EvaluateConfig
 from .fidelity import fidelity_metrics
 from .leakage import check_generator_leakage, generator_training_slides
-from .metrics import classification_metrics
+from .metrics import classification_metrics, group_confusion
+from .pool import check_pool, check_pool_leakage, pool_indices, slide_hashes, write_labelled_union
 from .report import write_report
 from .splits import grouped_folds, label_budget, validation_split
 
@@ -63,8 +75,10 @@ FIDELITY_SAMPLES = 2000
 #: Real and synthetic patches in the side-by-side sample figure.
 SAMPLE_GRID = 64
 #: Columns of the report's leakage table, in order (result files store them with sorted keys).
-LEAKAGE_COLUMNS = ("train store", "generator", "generator store", "checkpoint", "synthetic store",
-                   "generator slides", "test slides", "shared with test")
+LEAKAGE_COLUMNS = ("train store", "pool store", "generator", "generator store", "checkpoint", "synthetic store",
+                   "generator slides", "pool slides", "test slides", "shared with test")
+#: Arms whose trained weights are kept on disk: later steps (pseudo-labels, selection, fidelity) reuse them.
+KEPT_MODELS = ("real", "classic")
 
 
 @dataclass
@@ -75,16 +89,25 @@ class Cell:
     budget: float
     directory: Path
     train: np.ndarray
-    """Input-store indices of the budget's training patches (the generator sees exactly these)."""
+    """Input-store indices of the budget's training patches."""
     test: np.ndarray
     train_store: PatchStore
     test_slides: set[str]
     ready: PatchStore | None
     """A ready synthetic store from the config, used instead of training a generator."""
+    pool: PatchStore | None = None
+    """The cell's unlabelled pool: detected nuclei of the fold's training slides outside the budget."""
+    test_hashes: set[str] = field(default_factory=set)
+    """SHA-256 of the test slides' files, where the store recorded them."""
 
     @property
     def name(self) -> str:
         return f"fold {self.fold}, budget {100 * self.budget:g}%"
+
+    def allowed_generator_slides(self) -> set[str]:
+        """What a generator of this cell may have seen: the budget's slides and the pool's."""
+        pool = set(map(str, self.pool.slides)) if self.pool is not None else set()
+        return set(map(str, self.train_store.slides)) | pool
 
 
 def cell_directory(work: Path, fold: int, budget: float) -> Path:
@@ -113,13 +136,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _check_generator(slides: set[str], cell: Cell, source: Path) -> None:
-    """Refuse a generator that saw a test slide, or a training slide outside this cell's budget."""
+    """Refuse a generator that saw a test slide, or a slide outside this cell's budget and pool."""
     check_generator_leakage(slides, cell.test_slides, source=source)
-    outside = sorted(slides - set(map(str, cell.train_store.slides)))
+    outside = sorted(slides - cell.allowed_generator_slides())
     if outside:
         raise CheckpointError(source, f"generator saw {len(outside)} slide(s) outside the {cell.name} training "
-                                      f"patches (e.g. {', '.join(outside[:3])}); it may only see the budget's "
-                                      "slides")
+                                      f"patches and pool (e.g. {', '.join(outside[:3])}); it may only see the "
+                                      "budget's slides and the fold's unlabelled training slides")
 
 
 def _gan_slides(run: Path) -> set[str]:
@@ -130,15 +153,27 @@ def _gan_slides(run: Path) -> set[str]:
     return generator_training_slides(inputs["store"], inputs.get("store_sha256", ""), source=run)
 
 
-def plan(store: PatchStore, config: EvaluateConfig, work: Path) -> list[Cell]:
-    """Every (fold, budget) cell, with its training store written and every generator checked for leakage.
+def _check_arms(config: EvaluateConfig) -> None:
+    """Arms that need another arm's classifier (pseudo-labels come from ``classic``) must run it too."""
+    if any(ARMS[arm].needs_pool for arm in config.arms) and "classic" not in config.arms:
+        raise ConfigError("arms", "pseudo_label needs the classic arm (its classifier labels the pool)")
 
-    Nothing is trained here: a bad group column, a ready synthetic store of other classes or one whose
-    generator saw a test slide, or a GAN run left in the work directory by another split fails now.
+
+def plan(store: PatchStore, config: EvaluateConfig, work: Path) -> list[Cell]:
+    """Every (fold, budget) cell, with its training and pool stores written and every generator checked.
+
+    Nothing is trained here: a bad group column, an unlabelled store of other slides or patch size or with a
+    copy of a test image, a ready synthetic store of other classes or one whose generator saw a test slide,
+    or a GAN run left in the work directory by another split fails now.
     """
     config.validate()
+    _check_arms(config)
     groups = _groups(store, config.group_by)
     folds = grouped_folds(store.labels, groups, config.folds, config.split_seed)
+    unlabelled = PatchStore(config.unlabelled) if config.unlabelled else None
+    if unlabelled is not None:
+        check_pool(unlabelled, store, config.unlabelled)
+    hashes = slide_hashes(store)
     cells = []
     for fold in config.fold_indices():
         train, test = folds[fold]
@@ -150,7 +185,13 @@ def plan(store: PatchStore, config: EvaluateConfig, work: Path) -> list[Cell]:
                 "fold": fold, "budget": budget, "split_seed": config.split_seed})
             ready = config.ready_synthetic(fold, budget)
             cell = Cell(fold, budget, directory, chosen, test, train_store, test_slides,
-                        PatchStore(ready) if ready else None)
+                        PatchStore(ready) if ready else None,
+                        test_hashes={hashes[name] for name in test_slides if name in hashes})
+            if unlabelled is not None:
+                rows = pool_indices(unlabelled, set(map(str, store.slides[train])), set(map(str, store.slides[chosen])))
+                cell.pool = subset_store(unlabelled, rows, directory / "pool-store", provenance={
+                    "fold": fold, "budget": budget, "split_seed": config.split_seed, "role": "unlabelled pool"})
+                check_pool_leakage(cell.pool, test_slides, cell.test_hashes, directory / "pool-store")
             if cell.ready is not None:
                 if cell.ready.class_names != store.class_names:
                     raise ConfigError(f"synthetic {ready}", f"has classes {cell.ready.class_names}, the store "
@@ -159,10 +200,19 @@ def plan(store: PatchStore, config: EvaluateConfig, work: Path) -> list[Cell]:
                     raise CheckpointError(ready, "records no generator training slides: cannot rule out that "
                                                  "its generator saw test slides")
                 _check_generator(set(map(str, cell.ready.header.provenance["training_slides"])), cell, ready)
-            elif (directory / "gan" / "config.json").is_file() and set(config.arms) & set(SYNTHETIC_ARMS):
+            elif (directory / "gan" / "config.json").is_file() and config.uses_generator():
                 _check_generator(_gan_slides(directory / "gan"), cell, directory / "gan")
             cells.append(cell)
     return cells
+
+
+@dataclass
+class Extra:
+    """Patches an arm adds to every batch, and the hash that identifies them in the result's key."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    sha256: str
 
 
 class Evaluation:
@@ -171,114 +221,203 @@ class Evaluation:
     def __init__(self, store: PatchStore, config: EvaluateConfig, progress: bool) -> None:
         self.store, self.config, self.progress = store, config, progress
         self.n_classes = len(store.class_names)
-        self.classifier = ClassifierConfig(network=config.network, epochs=config.epochs,
-                                           batch_size=config.batch_size, lr=config.lr,
-                                           weight_decay=config.weight_decay, patience=config.patience)
         self.device = None if config.device == "auto" else config.device
-        self.settings = sha256_json({"store": store.content_hash, "classifier": config_to_dict(self.classifier),
+        self.settings = sha256_json({"store": store.content_hash, "classifier": config_to_dict(config.classifier),
+                                     "classic_recipe": config.classic_recipe,
+                                     "synthetic_fraction": config.synthetic_fraction,
                                      "split": [config.folds, config.split_seed, config.group_by,
                                                config.validation_fraction]})
+        self.models: dict[tuple[str, int], nn.Module] = {}
 
     # -- one cell -------------------------------------------------------------------------------------------------
 
-    def run_cell(self, cell: Cell) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """Rows of every (arm, seed) of ``cell`` and its generator record (None without synthetic arms)."""
+    def run_cell(self, cell: Cell, bar: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """Rows of every (arm, seed) of ``cell`` and its generator record (None without generator arms)."""
+        self.models.clear()
         groups = _groups(self.store, self.config.group_by)
-        train_images = self.store.images(cell.train)
-        train_labels = self.store.labels[cell.train]
-        test = (self.store.images(cell.test), self.store.labels[cell.test])
-        splits = {seed: validation_split(self.store.labels, groups, cell.train, self.config.validation_fraction,
-                                         seed) for seed in self.config.seeds}
-        position = {index: i for i, index in enumerate(cell.train)}
-        data = {seed: tuple(np.array([position[i] for i in part], dtype=np.int64) for part in split)
-                for seed, split in splits.items()}
+        self.train = (self.store.images(cell.train), self.store.labels[cell.train])
+        self.test = (self.store.images(cell.test), self.store.labels[cell.test])
+        self.test_groups = np.asarray(groups[cell.test], dtype=str)
+        self.bar = bar
+        if self.config.classifier.patience:
+            position = {index: i for i, index in enumerate(cell.train)}
+            splits = {seed: validation_split(self.store.labels, groups, cell.train, self.config.validation_fraction,
+                                             seed) for seed in self.config.seeds}
+            self.data = {seed: tuple(np.array([position[i] for i in part], dtype=np.int64) for part in split)
+                         for seed, split in splits.items()}
+        else:  # a fixed step budget needs no validation images: every labelled image trains
+            everything = np.arange(len(cell.train))
+            self.data = {seed: (everything, everything[:0]) for seed in self.config.seeds}
 
-        def arm(name: str, seed: int, extra: PatchStore | None = None) -> tuple[dict[str, Any], nn.Module | None]:
-            fit, val = data[seed]
-            return self.run_arm(cell, name, seed, (train_images, train_labels), fit, val, test, extra)
-
-        generator = None
-        stores: dict[str, PatchStore] = {}
-        if set(self.config.arms) & set(SYNTHETIC_ARMS):
-            generator, stores = self.prepare_synthetic(cell, lambda: arm("real", self.config.seeds[0])[1],
-                                                       (train_images, train_labels))
+        generator, stores = None, {}
+        if self.config.uses_generator():
+            generator, stores = self.prepare_synthetic(cell)
         rows = []
         for seed in self.config.seeds:
-            for name in self.config.arms:
-                rows.append(arm(name, seed, stores.get(ARM_STORES.get(name, "")))[0])
+            for name in sorted(self.config.arms, key=lambda arm: arm not in KEPT_MODELS):
+                arm = ARMS[name]
+                extra = None
+                if arm.needs_pool:
+                    extra = self.pseudo_labels(cell, seed)
+                elif arm.extra is not None:
+                    chosen = stores[arm.extra]
+                    extra = Extra(chosen.images(), chosen.labels, chosen.content_hash)
+                rows.append(self.run_arm(cell, arm, seed, extra)[0])
         return rows, generator
 
-    def run_arm(self, cell: Cell, name: str, seed: int, train: tuple[np.ndarray, np.ndarray], fit: np.ndarray,
-                val: np.ndarray, test: tuple[np.ndarray, np.ndarray], extra: PatchStore | None
-                ) -> tuple[dict[str, Any], nn.Module | None]:
-        """Train and test arm ``name`` with ``seed``; (report row, model or None when the result was reused).
+    def run_arm(self, cell: Cell, arm: Arm, seed: int, extra: Extra | None) -> tuple[dict[str, Any], nn.Module | None]:
+        """Train and test ``arm`` with ``seed``; (report row, model or None when the result was reused).
 
-        The result file is reused when its key (settings, seed, synthetic store hash) matches.
+        The result file is reused when its key (settings, arm, seed, training and extra patches) matches.
         """
-        path = cell.directory / "results" / f"{name}-seed-{seed}.json"
-        key = sha256_json({"settings": self.settings, "arm": name, "seed": seed, "train": cell.train_store.content_hash,
-                           "extra": extra.content_hash if extra is not None else None})
+        path = cell.directory / "results" / f"{arm.name}-seed-{seed}.json"
+        key = sha256_json({"settings": self.settings, "arm": dataclasses.asdict(arm), "seed": seed,
+                           "train": cell.train_store.content_hash, "extra": extra.sha256 if extra else None})
         done = _read_json(path)
         if done is not None and done.get("key") == key:
-            return _row(done), None
-        images, labels = train
+            self.bar.update()
+            return self._row(done), None
+        images, labels = self.train
         started = time.perf_counter()
         model, info = None, {}
-        if name == "colour":
-            probabilities = colour_baseline(images, labels, test[0], self.n_classes, seed=seed)
-            n_train = len(images)
+        if not arm.network:
+            probabilities = colour_baseline(images, labels, self.test[0], self.n_classes, seed=seed)
+            info = {"n_train": int(len(images)), "n_extra": 0}
         else:
-            config = dataclasses.replace(self.classifier, seed=seed,
-                                         augmentation="classic" if name == "classic" else "none")
-            fit_images, fit_labels = images[fit], labels[fit]
-            extra_data = (extra.images(), extra.labels) if extra is not None and len(extra) else None
-            if name == "synthetic_only":
-                assert extra is not None
-                fit_images, fit_labels, extra_data = extra.images(), extra.labels, None
+            fit, val = self.data[seed]
+            config = dataclasses.replace(self.config.classifier, seed=seed,
+                                         augmentation=self.config.classic_recipe if arm.classic else "none")
+            fit_images, fit_labels, fraction = images[fit], labels[fit], self.config.synthetic_fraction
+            extra_data = (extra.images, extra.labels) if extra is not None and len(extra.images) else None
+            if arm.extra_only:
+                if extra_data is None:
+                    raise StoreError(cell.directory, f"arm {arm.name} has no synthetic patches to train on")
+                fit_images, fit_labels, extra_data, fraction = extra_data[0], extra_data[1], None, 0.0
             model, history = train_classifier(fit_images, fit_labels, images[val], labels[val], self.n_classes,
-                                              config, extra=extra_data, device=self.device)
-            probabilities = predict_proba(model, test[0], batch_size=self.config.batch_size, device=self.device)
-            n_train = history["n_train"]
-            info = {"best_epoch": history["best_epoch"], "epochs_run": len(history["epochs"]),
-                    "stopped_early": history["stopped_early"], "model_sha256": state_dict_sha256(model)}
-        result = {"key": key, "arm": name, "fold": cell.fold, "budget": cell.budget, "seed": seed,
-                  "n_train": int(n_train), "n_synthetic": int(len(extra)) if extra is not None else 0,
+                                              config, extra=extra_data, extra_fraction=fraction,
+                                              device=self.device, progress=self.progress)
+            probabilities = predict_proba(model, self.test[0], batch_size=512, device=self.device)
+            info = {"steps": history["steps_run"], "batch": history["batch"], "passes": history["passes"],
+                    "best_step": history["best_step"], "stopped_early": history["stopped_early"],
+                    "n_train": history["n_train"], "n_extra": history["n_extra"],
+                    "augmentation": config.augmentation, "network": config.network,
+                    "model_sha256": state_dict_sha256(model)}
+            if arm.name in KEPT_MODELS:
+                with atomic_path(path.with_suffix(".pt")) as tmp:
+                    torch.save(model.state_dict(), tmp)
+                self.models[(arm.name, seed)] = model
+        result = {"key": key, "arm": arm.name, "fold": cell.fold, "budget": cell.budget, "seed": seed,
                   "seconds": round(time.perf_counter() - started, 2), **info,
-                  **classification_metrics(test[1], probabilities, self.store.class_names),
+                  **classification_metrics(self.test[1], probabilities, self.store.class_names),
                   "probabilities": np.round(probabilities, 5).tolist()}
         write_json_atomic(path, result)
-        log.info("%s, %s seed %d: balanced accuracy %.3f (%.0f s)", cell.name, name, seed,
-                 result["balanced_accuracy"], result["seconds"])
-        return _row(result), model
+        log.info("%s, %s seed %d: macro-F1 %.3f, balanced accuracy %.3f (%.0f s)", cell.name, arm.name, seed,
+                 result["macro_f1"], result["balanced_accuracy"], result["seconds"])
+        self.bar.update()
+        return self._row(result), model
+
+    def _row(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A report row: a result without key and probabilities, with its confusion matrix per test image."""
+        row = {key: value for key, value in result.items() if key not in ("key", "probabilities")}
+        row["group_confusion"] = group_confusion(self.test[1], np.asarray(result["probabilities"]),
+                                                 self.test_groups)
+        return row
+
+    def model(self, cell: Cell, name: str, seed: int) -> nn.Module:
+        """The trained classifier of arm ``name`` and ``seed`` in this cell: in memory, from disk, or trained."""
+        if (name, seed) in self.models:
+            return self.models[(name, seed)]
+        path = cell.directory / "results" / f"{name}-seed-{seed}"
+        done = _read_json(path.with_suffix(".json"))
+        if done is not None and path.with_suffix(".pt").is_file():
+            model = build_network(self.config.classifier.network, self.n_classes)
+            model.load_state_dict(torch.load(path.with_suffix(".pt"), map_location="cpu", weights_only=True))
+            if state_dict_sha256(model) == done.get("model_sha256"):
+                self.models[(name, seed)] = model.eval()
+                return model
+        path.with_suffix(".json").unlink(missing_ok=True)
+        model = self.run_arm(cell, ARMS[name], seed, None)[1]
+        assert model is not None
+        return model
+
+    def reference_model(self, cell: Cell) -> nn.Module:
+        """The first seed's classic classifier (real when classic is not run): scorer and feature network."""
+        name = next(arm for arm in REFERENCE_ARMS if arm in self.config.arms or arm == "real")
+        return self.model(cell, name, self.config.seeds[0])
+
+    # -- the unlabelled pool --------------------------------------------------------------------------------------
+
+    def pool_predictions(self, cell: Cell, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted class, confidence) of every pool patch under ``model``."""
+        assert cell.pool is not None
+        probabilities = predict_proba(model, cell.pool.images(), batch_size=512, device=self.device)
+        return probabilities.argmax(1), probabilities.max(1)
+
+    def pseudo_labels(self, cell: Cell, seed: int) -> Extra:
+        """Pool patches that seed's classic classifier labels with confidence >= the threshold (cached)."""
+        assert cell.pool is not None
+        model = self.model(cell, "classic", seed)
+        classic = _read_json(cell.directory / "results" / f"classic-seed-{seed}.json") or {}
+        key = sha256_json({"pool": cell.pool.content_hash, "threshold": self.config.pseudo_label_threshold,
+                           "classifier": classic.get("model_sha256")})
+        path = cell.directory / "results" / f"pseudo-seed-{seed}.npz"
+        if path.is_file():
+            cached = np.load(path)
+            if str(cached["key"]) == key:
+                return Extra(cell.pool.images(cached["rows"]), cached["labels"].astype(np.int64), key)
+        predicted, confidence = self.pool_predictions(cell, model)
+        rows = np.flatnonzero(confidence >= self.config.pseudo_label_threshold)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, rows=rows, labels=predicted[rows], key=key)
+        return Extra(cell.pool.images(rows), predicted[rows].astype(np.int64), key)
 
     # -- the generator of one cell --------------------------------------------------------------------------------
 
-    def augment_config(self, train_labels: np.ndarray) -> AugmentConfig:
-        """How synthetic patches are drawn and selected for a cell (per class: the option, or the largest class)."""
-        per_class = self.config.synthetic_per_class or int(np.bincount(train_labels).max())
-        return AugmentConfig(per_class=per_class, truncation=self.config.truncation, seed=self.config.split_seed,
-                             batch_size=256, device=self.config.device, min_confidence=self.config.min_confidence,
-                             feature_quantile=self.config.feature_quantile, sheets=False)
+    def generator_store(self, cell: Cell, scorer_model: nn.Module) -> tuple[PatchStore, dict[str, Any]]:
+        """What the cell's GAN trains on: the budget's patches, plus the confidently pseudo-labelled pool.
 
-    def prepare_synthetic(self, cell: Cell, feature_model: Callable[[], nn.Module | None],
-                          train: tuple[np.ndarray, np.ndarray]) -> tuple[dict[str, Any], dict[str, PatchStore]]:
+        Pool patches below the threshold join as unlabelled rows when the generator config learns from them
+        (``generator.unlabelled``); otherwise they are left out.
+        """
+        if not (self.config.generator_pool and cell.pool is not None and len(cell.pool)):
+            return cell.train_store, {"pool": None}
+        predicted, confidence = self.pool_predictions(cell, scorer_model)
+        confident = confidence >= self.config.pseudo_label_threshold
+        keep_unlabelled = getattr(self.config.generator, "unlabelled", "ignore") != "ignore"
+        rows = np.flatnonzero(confident | keep_unlabelled)
+        labels = np.where(confident[rows], predicted[rows], -1)
+        store = write_labelled_union(cell.train_store, cell.pool, rows, labels, cell.directory / "gan-store",
+                                     provenance={"fold": cell.fold, "budget": cell.budget,
+                                                 "pseudo_label_threshold": self.config.pseudo_label_threshold})
+        counts = np.bincount(labels[labels >= 0], minlength=self.n_classes)
+        return store, {"pool": str(cell.pool.path), "pool_sha256": cell.pool.content_hash,
+                       "threshold": self.config.pseudo_label_threshold,
+                       "pseudo_labelled": dict(zip(self.store.class_names, map(int, counts))),
+                       "unlabelled_rows": int((labels < 0).sum()), "pool_patches": int(len(cell.pool))}
+
+    def prepare_synthetic(self, cell: Cell) -> tuple[dict[str, Any], dict[str, PatchStore]]:
         """Train (or take) the cell's generator, draw and select synthetic patches, measure their fidelity.
 
-        ``feature_model`` trains the real arm's first-seed classifier, the feature network and scorer. Returns
-        the generator record (hashes, leakage check, fidelity) and {"synthetic": store, "selected": store}.
+        Returns the generator record (hashes, pool, leakage check, fidelity) and {"synthetic": store,
+        "selected": store}.
         """
         config = self.config
         synthetic_dir, selected_dir = cell.directory / "synthetic", cell.directory / "selected"
+        model = self.reference_model(cell)
+        pool_record: dict[str, Any] = {"pool": None}
         if cell.ready is None:
-            gan_config = TrainConfig(steps=config.gan_steps, batch_size=config.gan_batch_size,
-                                     seed=config.split_seed, device=config.device)
-            run = train_gan(cell.train_store, cell.directory / "gan", gan_config, progress=self.progress)
+            gan_store, pool_record = self.generator_store(cell, model)
+            gan_config = dataclasses.replace(config.generator, seed=config.split_seed, device=config.device)
+            run = train_gan(gan_store, cell.directory / "gan", gan_config, progress=self.progress)
             _check_generator(_gan_slides(run), cell, run)
             source = {"generator": str(run), "checkpoint_sha256": sha256_file(run / "checkpoint.pt")}
         else:
             source = {"generator": str(cell.ready.path), "ready_store_sha256": cell.ready.content_hash}
-        augment_config = self.augment_config(train[1])
-        key = sha256_json({"settings": self.settings, "seed": config.seeds[0], "source": source,
+        augment_config = dataclasses.replace(config.augment, seed=config.split_seed, device=config.device,
+                                             sheets=False)
+        feature_sha = state_dict_sha256(model)
+        key = sha256_json({"settings": self.settings, "source": source, "scorer": feature_sha,
                            "augment": config_to_dict(augment_config), "arms": sorted(config.arms)})
         record = _read_json(cell.directory / "synthetic.json")
         if record is not None and record.get("key") == key:
@@ -288,15 +427,10 @@ class Evaluation:
 
         for stale in (synthetic_dir, selected_dir):
             shutil.rmtree(stale, ignore_errors=True)
-        model = feature_model()
-        if model is None:  # the real arm's result was reused, so its model is not in memory: train it again
-            (cell.directory / "results" / f"real-seed-{config.seeds[0]}.json").unlink()
-            model = feature_model()
-        batch = config.batch_size
 
         def scorer(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return (predict_proba(model, images, batch_size=batch, device=self.device),
-                    extract_features(model, images, batch_size=batch, device=self.device))
+            return (predict_proba(model, images, batch_size=512, device=self.device),
+                    extract_features(model, images, batch_size=512, device=self.device))
 
         if cell.ready is None:
             synthetic = augment(cell.directory / "gan", synthetic_dir, augment_config, real=cell.train_store,
@@ -306,32 +440,37 @@ class Evaluation:
         generator_slides = set(map(str, synthetic.header.provenance.get("training_slides", [])))
         _check_generator(generator_slides, cell, synthetic.path)
         stores = {"synthetic": synthetic}
-        if "selected" in config.arms:
+        if any(ARMS[arm].extra == "selected" for arm in config.arms):
             stores["selected"] = select_synthetic(synthetic, cell.train_store, selected_dir, augment_config,
                                                   scorer=scorer, progress=self.progress)
-        feature_sha = state_dict_sha256(model)
         rng = np.random.default_rng(config.split_seed)
-        real_images = train[0][np.sort(rng.permutation(len(train[0]))[:FIDELITY_SAMPLES])]
-        real_features = extract_features(model, real_images, batch_size=batch, device=self.device)
+        real_images = self.train[0][np.sort(rng.permutation(len(self.train[0]))[:FIDELITY_SAMPLES])]
+        real_features = extract_features(model, real_images, batch_size=512, device=self.device)
         fidelity = {}
         for name, chosen in stores.items():
             sample = np.sort(rng.permutation(len(chosen))[:FIDELITY_SAMPLES])
             if len(sample) < 5:
                 continue  # too few patches kept for any fidelity metric
-            fake = extract_features(model, chosen.images(sample), batch_size=batch, device=self.device)
+            fake = extract_features(model, chosen.images(sample), batch_size=512, device=self.device)
             fidelity[name] = {**fidelity_metrics(real_features, fake, seed=config.split_seed),
                               "feature_network": feature_sha[:12]}
+        pool_slides = set(map(str, cell.pool.slides)) if cell.pool is not None else set()
         record = {"key": key, "cell": cell.name, "fold": cell.fold, "budget": cell.budget,
                   "stores": {name: str(chosen.path) for name, chosen in stores.items()},
                   "store_sha256": {name: chosen.content_hash for name, chosen in stores.items()},
+                  "kept": {name: dict(zip(self.store.class_names, map(int, np.bincount(
+                      chosen.labels[chosen.labels >= 0], minlength=self.n_classes)))) for name, chosen in stores.items()},
+                  "generator_data": pool_record,
                   "feature_network_sha256": feature_sha, "fidelity": fidelity,
                   "leakage": {"train store": cell.train_store.content_hash[:12],
+                              "pool store": cell.pool.content_hash[:12] if cell.pool is not None else "–",
                               "generator": source["generator"],
                               "generator store": str(synthetic.header.provenance.get("training_store_sha256", ""))[:12],
                               "checkpoint": str(synthetic.header.provenance.get("checkpoint_sha256", ""))[:12],
                               "synthetic store": synthetic.content_hash[:12],
-                              "generator slides": len(generator_slides), "test slides": len(cell.test_slides),
-                              "shared with test": len(generator_slides & cell.test_slides)}}
+                              "generator slides": len(generator_slides), "pool slides": len(pool_slides),
+                              "test slides": len(cell.test_slides),
+                              "shared with test": len((generator_slides | pool_slides) & cell.test_slides)}}
         write_json_atomic(cell.directory / "synthetic.json", record)
         return record, stores
 
@@ -353,30 +492,39 @@ def _sample_patches(store: PatchStore, rng: np.random.Generator) -> np.ndarray:
     return store.images(chosen[np.argsort(store.labels[chosen], kind="stable")])
 
 
-def _row(result: dict[str, Any]) -> dict[str, Any]:
-    """A report row: a result without its key and test probabilities."""
-    return {key: value for key, value in result.items() if key not in ("key", "probabilities")}
-
-
 def _protocol(store: PatchStore, config: EvaluateConfig) -> dict[str, Any]:
     """What was run, in words, for the report's protocol section."""
     folds = config.fold_indices()
+    classifier, generator, sampling = config.classifier, config.generator, config.augment
+    validation = (f"{100 * config.validation_fraction:g}% of the training {config.group_by}s for early stopping "
+                  f"(patience {classifier.patience} validations every {classifier.eval_every} steps)"
+                  if classifier.patience else "none: a fixed step budget, every labelled image trains")
     return {
         "store": f"{store.path} ({len(store)} patches, classes {', '.join(store.class_names)})",
         "splits": f"StratifiedGroupKFold by {config.group_by}, {config.folds} folds (seed {config.split_seed}); "
                   f"folds run: {', '.join(map(str, folds))}",
         "label budgets": ", ".join(f"{100 * b:g}%" for b in config.budgets) + f" of each fold's training "
                          f"{config.group_by}s (nested)",
-        "validation": f"{100 * config.validation_fraction:g}% of the training {config.group_by}s, for early stopping",
-        "arms": ", ".join(config.arms), "seeds": ", ".join(map(str, config.seeds)),
-        "classifier": f"{config.network}, up to {config.epochs} epochs, patience {config.patience}, batch "
-                      f"{config.batch_size}, AdamW lr {config.lr:g}, class-balanced cross-entropy",
-        "generator": f"class-conditional GAN, {config.gan_steps} steps, trained per fold and budget on that "
-                     "budget's training patches only" + (" (ready stores for some cells)" if config.synthetic else ""),
-        "synthetic patches": (f"{config.synthetic_per_class} per class" if config.synthetic_per_class
-                              else "per class as many as the largest real class of the budget")
-                             + f"; selection at confidence >= {config.min_confidence}, feature quantile "
-                               f"{config.feature_quantile}",
+        "validation": validation,
+        "arms": "; ".join(f"{name}: {ARMS[name].description}" for name in config.arms),
+        "seeds": ", ".join(map(str, config.seeds)),
+        "classifier": f"{classifier.network}, {classifier.steps} optimiser steps in every arm (batch "
+                      f"{classifier.batch_size}, {100 * classifier.warmup_fraction:g}% linear warm-up then cosine, "
+                      f"AdamW lr {classifier.lr:g}), class-balanced cross-entropy over the batch mixture; classic "
+                      f"recipe {config.classic_recipe!r}; synthetic or pseudo-labelled patches fill "
+                      f"{100 * config.synthetic_fraction:g}% of every batch of the arms that use them",
+        "unlabelled pool": (f"{config.unlabelled}: detected nuclei of each fold's training {config.group_by}s "
+                            f"outside the budget; pseudo-labels at confidence >= {config.pseudo_label_threshold} "
+                            "from the same seed's classic classifier" if config.unlabelled else "none"),
+        "generator": f"{getattr(generator, 'preset', 'plain')} class-conditional GAN, {generator.steps} steps, per "
+                     "fold and budget on the budget's patches" + (" plus the confidently pseudo-labelled pool"
+                                                                   if config.unlabelled and config.generator_pool
+                                                                   else " only")
+                     + (" (ready stores for some cells)" if config.synthetic else ""),
+        "synthetic patches": (f"{sampling.per_class} per class" if sampling.per_class is not None
+                              else f"every class up to {sampling.balance_to or 'the largest real class'}")
+                             + f"; selection at confidence >= {sampling.min_confidence}, feature quantile "
+                               f"{sampling.feature_quantile}",
     }
 
 
@@ -384,9 +532,10 @@ def run_evaluation(store: PatchStore | str | Path, out: str | Path, config: Eval
                    progress: bool = True) -> Path:
     """Run the evaluation protocol on ``store`` and write the report into ``out``; returns ``out``.
 
-    Every check (options, group column, ready synthetic stores, generator leakage) runs before the first
-    classifier or generator is trained. Rerunning the same command resumes: finished generators, synthetic
-    stores and classifier results under ``out/work`` are reused when their inputs are unchanged.
+    Every check (options, group column, unlabelled pool, ready synthetic stores, generator leakage) runs
+    before the first classifier or generator is trained. Rerunning the same command resumes: finished
+    generators, synthetic stores and classifier results under ``out/work`` are reused when their inputs are
+    unchanged.
     """
     store = store if isinstance(store, PatchStore) else PatchStore(store)
     config = config or EvaluateConfig()
@@ -398,27 +547,34 @@ def run_evaluation(store: PatchStore | str | Path, out: str | Path, config: Eval
     leakage: dict[str, Any] = {}
     generators: dict[str, Any] = {}
     samples = None
+    bar = progress_bar(total=len(cells) * len(config.seeds) * len(config.arms), desc="evaluate", unit="run",
+                       disable=not progress)
     for cell in cells:
-        cell_rows, generator = evaluation.run_cell(cell)
+        cell_rows, generator = evaluation.run_cell(cell, bar)
         rows += cell_rows
         if generator is None:
             continue
         fidelity.update({f"{cell.name}, {name}": dict(sorted(values.items()))
                          for name, values in generator["fidelity"].items()})
         leakage[cell.name] = {column: generator["leakage"][column] for column in LEAKAGE_COLUMNS}
-        generators[cell.name] = {"stores": generator["store_sha256"],
+        generators[cell.name] = {"stores": generator["store_sha256"], "kept": generator["kept"],
+                                 "generator_data": generator["generator_data"],
                                  "feature_network_sha256": generator["feature_network_sha256"]}
         if samples is None:
             rng = np.random.default_rng(config.split_seed)
             samples = (_sample_patches(cell.train_store, rng),
                        _sample_patches(PatchStore(generator["stores"]["synthetic"]), rng))
-    record = run_record(config_to_dict(config), inputs={"store": str(store.path.resolve()),
-                                                        "store_sha256": store.content_hash})
-    provenance = {"store": record["inputs"]["store"], "store_sha256": store.content_hash,
-                  "command": record["command"], "created": record["created"], "host": record["host"],
+    bar.close()
+    inputs = {"store": str(store.path.resolve()), "store_sha256": store.content_hash}
+    if config.unlabelled:
+        inputs |= {"unlabelled": str(Path(config.unlabelled).resolve()),
+                   "unlabelled_sha256": PatchStore(config.unlabelled).content_hash}
+    record = run_record(config_to_dict(config), inputs=inputs)
+    provenance = {**inputs, "command": record["command"], "created": record["created"], "host": record["host"],
                   "split_seed": config.split_seed, "seeds": config.seeds,
                   "config": json.dumps(record["config"], sort_keys=True), "generators": generators}
     write_report(out, rows, class_names=store.class_names, protocol=_protocol(store, config),
                  provenance=provenance, fidelity=fidelity or None, leakage=leakage or None, samples=samples,
-                 seed=config.split_seed)
+                 references=REFERENCE_ARMS, seed=config.split_seed)
+    write_json_atomic(out / "config.json", record)
     return out

@@ -13,8 +13,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..provenance import atomic_path, package_versions, write_json_atomic, write_text_atomic
-from .metrics import SCALAR_METRICS
-from .stats import paired_test, summarize
+from .metrics import CONFUSION_METRICS, SCALAR_METRICS
+from .stats import (image_bootstrap, minimum_detectable_difference, paired_test, percentile_interval,
+                    summarize)
 
 REPORT_FILES = {"markdown": "report.md", "json": "report.json", "latex": "table.tex",
                 "budget_figure": "budget_curves.png", "confusion_figure": "confusion_matrices.png",
@@ -28,37 +29,63 @@ def _ordered(values: Sequence[Any]) -> list[Any]:
 
 
 def summarize_results(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[str] = tuple(SCALAR_METRICS),
-                      references: Sequence[str] = ("real", "classic"), confidence: float = 0.95,
+                      references: Sequence[str] = ("classic", "real"), confidence: float = 0.95,
                       n_resamples: int = 2000, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     """Per arm × budget × metric summaries over runs, and paired tests of each arm against each reference.
 
-    Pairs are matched on (seed, fold) within a budget. References absent from ``rows`` are skipped.
+    Pairs are matched on (seed, fold) within a budget. References absent from ``rows`` are skipped. When rows
+    carry per-image confusion matrices (``group_confusion``), confidence intervals of means and of paired
+    differences resample test images (``image_bootstrap``); otherwise, and for ROC AUC, they resample runs.
 
     Returns
     -------
     dict
-        ``summaries``: dicts with arm, budget, metric and the ``Summary`` fields; ``comparisons``: dicts with
-        arm, reference, budget, metric and the ``PairedTest`` fields.
+        ``summaries``: dicts with arm, budget, metric, the ``Summary`` fields and ``ci`` (what was resampled);
+        ``comparisons``: dicts with arm, reference, budget, metric, the ``PairedTest`` fields, the image-level
+        CI of the mean difference and the smallest difference detectable at 80% power (``detectable``).
     """
     arms = _ordered([row["arm"] for row in rows])
     budgets = sorted({float(row["budget"]) for row in rows})
     summaries, comparisons = [], []
     for budget in budgets:
+        chosen = [row for row in rows if float(row["budget"]) == budget]
         for metric in metrics:
-            cells = {arm: {(row["seed"], row["fold"]): float(row[metric]) for row in rows
-                           if row["arm"] == arm and float(row["budget"]) == budget} for arm in arms}
-            for arm in arms:
-                if cells[arm]:
-                    summary = summarize(list(cells[arm].values()), confidence=confidence,
+            cells = {arm: {(row["seed"], row["fold"]): float(row[metric]) for row in chosen if row["arm"] == arm}
+                     for arm in arms}
+            draws = None
+            if metric in CONFUSION_METRICS and all("group_confusion" in row for row in chosen):
+                draws = image_bootstrap({(row["arm"], row["seed"], row["fold"]): row for row in chosen}, metric,
                                         n_resamples=n_resamples, seed=seed)
-                    summaries.append({"arm": arm, "budget": budget, "metric": metric, **summary.to_dict()})
+
+            def mean_draws(arm: str, keys: Sequence[tuple[Any, Any]]) -> np.ndarray:
+                assert draws is not None
+                return np.nanmean(np.stack([draws[(arm, *key)] for key in keys]), axis=0)
+
+            for arm in arms:
+                if not cells[arm]:
+                    continue
+                summary = summarize(list(cells[arm].values()), confidence=confidence, n_resamples=n_resamples,
+                                    seed=seed).to_dict()
+                summary["ci"] = "runs"
+                if draws is not None:
+                    summary["ci_low"], summary["ci_high"] = percentile_interval(mean_draws(arm, list(cells[arm])),
+                                                                                confidence)
+                    summary["ci"] = "test images"
+                summaries.append({"arm": arm, "budget": budget, "metric": metric, **summary})
             compared: set[str] = set()
             for reference in (r for r in references if cells.get(r)):
                 compared.add(reference)  # each pair of references is tested once, against the first listed
                 for arm in (a for a in arms if a not in compared and cells[a]):
-                    test = paired_test(cells[arm], cells[reference])
+                    test = paired_test(cells[arm], cells[reference]).to_dict()
+                    common = [key for key in cells[arm] if key in cells[reference]]
+                    differences = [cells[arm][key] - cells[reference][key] for key in common]
+                    test["detectable"] = minimum_detectable_difference(differences)
+                    test["delta_ci_low"] = test["delta_ci_high"] = float("nan")
+                    if draws is not None and common:
+                        test["delta_ci_low"], test["delta_ci_high"] = percentile_interval(
+                            mean_draws(arm, common) - mean_draws(reference, common), confidence)
                     comparisons.append({"arm": arm, "reference": reference, "budget": budget, "metric": metric,
-                                        **test.to_dict()})
+                                        **test})
     return {"summaries": summaries, "comparisons": comparisons}
 
 
@@ -77,6 +104,34 @@ def _p_value(value: float) -> str:
 
 def _budget(value: float) -> str:
     return f"{100 * value:g}%"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3f}" if np.isfinite(value) else "–"
+
+
+MAIN_ARMS = ("classic+synthetic", "classic+selected", "pseudo_label", "real")
+"""The arms of the paper's question, each read against ``classic`` (standard practice) in the main comparison."""
+
+
+def _main_comparison(comparisons: Sequence[Mapping[str, Any]], budgets: Sequence[float],
+                     metric: str = "macro_f1") -> list[str]:
+    """Plain sentences for the main question: does each arm beat classic augmentation, and by how much?"""
+    lines = []
+    for budget in budgets:
+        for arm in MAIN_ARMS:
+            found = [c for c in comparisons if c["arm"] == arm and c["reference"] == "classic"
+                     and c["budget"] == budget and c["metric"] == metric]
+            if not found:
+                continue
+            c = found[0]
+            low, high = c.get("delta_ci_low", np.nan), c.get("delta_ci_high", np.nan)
+            verdict = ("better than" if low > 0 else "worse than" if high < 0 else "not distinguishable from")
+            lines.append(f"- **{arm}** at {_budget(budget)}: {verdict} classic, Δ macro-F1 {_signed(c['mean_difference'])} "
+                         f"[{_signed(low)}, {_signed(high)}], Wilcoxon p {_p_value(c['wilcoxon_p'])} over {c['n']} "
+                         f"paired runs; this run could detect a mean difference of "
+                         f"{_number(c.get('detectable', np.nan))} (80% power).")
+    return ["## Main comparison: against classic augmentation (macro-F1)", "", *lines, ""] if lines else []
 
 
 def _markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -119,7 +174,8 @@ def render_markdown(summary: Mapping[str, list[dict[str, Any]]], rows: Sequence[
              "test. Folds are stratified by class where possible; validation slides come from the training side; "
              "a label budget keeps a fraction of the training slides. Every arm uses the same splits and seeds. "
              "Generators for synthetic arms are trained on their fold's training slides only (checked). Cells "
-             f"show mean ± sd over runs (seeds × folds) [{100 * confidence:g}% percentile bootstrap CI of the mean].",
+             f"show mean ± sd over runs (seeds × folds) [{100 * confidence:g}% percentile bootstrap CI of the mean, "
+             "resampling test images within each fold; ROC AUC resamples runs].",
              ""]
     lines += [f"- **{key}**: {value}" for key, value in protocol.items()] + [""]
     by_key = {(s["arm"], s["budget"], s["metric"]): s for s in summary["summaries"]}
@@ -132,12 +188,18 @@ def render_markdown(summary: Mapping[str, list[dict[str, Any]]], rows: Sequence[
         lines += [f"## Results, label budget {_budget(budget)}", "",
                   *_markdown_table(["arm", "runs", *(METRIC_LABELS.get(m, m) for m in metrics)], body)]
     if summary["comparisons"]:
+        lines += _main_comparison(summary["comparisons"], budgets)
         body = [[c["arm"], c["reference"], _budget(c["budget"]), METRIC_LABELS.get(c["metric"], c["metric"]),
-                 str(c["n"]), f"{c['mean_difference']:+.3f}" if np.isfinite(c["mean_difference"]) else "–",
-                 _p_value(c["wilcoxon_p"]), _p_value(c["t_p"])] for c in summary["comparisons"]]
+                 str(c["n"]), _signed(c["mean_difference"]),
+                 f"[{_signed(c.get('delta_ci_low', np.nan))}, {_signed(c.get('delta_ci_high', np.nan))}]",
+                 _p_value(c["wilcoxon_p"]), _p_value(c["t_p"]), _number(c.get("detectable", np.nan))]
+                for c in summary["comparisons"]]
         lines += ["## Paired comparisons (arm − reference over matched seed × fold cells)", "",
-                  *_markdown_table(["arm", "reference", "budget", "metric", "n", "Δ mean", "Wilcoxon p",
-                                    "paired t p"], body)]
+                  "Δ CI: 95% bootstrap interval of the mean difference, resampling test images (the same draw "
+                  "for both arms). Detectable: the smallest mean difference a paired t-test at α = 0.05 would "
+                  "find with 80% power, from the observed spread of the paired differences.", "",
+                  *_markdown_table(["arm", "reference", "budget", "metric", "n", "Δ mean", "Δ 95% CI",
+                                    "Wilcoxon p", "paired t p", "detectable Δ"], body)]
     if budgets:
         lines += _per_class_lines(rows, budgets[-1])
     if fidelity:
@@ -258,7 +320,7 @@ def plot_sample_grids(real: np.ndarray, synthetic: np.ndarray, path: Path, *, co
 
 def write_report(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], *, class_names: Sequence[str],
                  protocol: Mapping[str, Any], provenance: Mapping[str, Any],
-                 metrics: Sequence[str] = tuple(SCALAR_METRICS), references: Sequence[str] = ("real", "classic"),
+                 metrics: Sequence[str] = tuple(SCALAR_METRICS), references: Sequence[str] = ("classic", "real"),
                  fidelity: Mapping[str, Mapping[str, Any]] | None = None,
                  leakage: Mapping[str, Mapping[str, Any]] | None = None,
                  samples: tuple[np.ndarray, np.ndarray] | None = None, confidence: float = 0.95,

@@ -12,7 +12,7 @@ from typing import Any, Callable, Hashable, Mapping, Sequence
 import numpy as np
 from scipy import stats as scipy_stats
 
-from .metrics import scalar_metric
+from .metrics import metric_from_confusion, scalar_metric
 
 
 @dataclass(frozen=True)
@@ -55,17 +55,25 @@ def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, n_resampl
     return float(np.percentile(estimates, tail)), float(np.percentile(estimates, 100 - tail))
 
 
-def bootstrap_metric_ci(metric: str, y_true: Sequence[int], y_prob: np.ndarray, *, confidence: float = 0.95,
+def bootstrap_metric_ci(metric: str, y_true: Sequence[int], y_prob: np.ndarray, *,
+                        groups: Sequence[Hashable] | None = None, confidence: float = 0.95,
                         n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of one metric over resampled test samples (patches) of a single run.
+    """Percentile bootstrap interval of one metric over resampled test samples of a single run.
 
+    With ``groups`` (the image or slide of every test patch) whole groups are resampled, as nuclei of one
+    image share stain, focus and tissue context and are not independent; otherwise single patches are.
     Resamples where the metric is undefined (e.g. ROC AUC with one class drawn) are left out.
     """
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob)
     rng = np.random.default_rng(seed)
+    if groups is None:
+        members = [np.array([i]) for i in range(len(y_true))]
+    else:
+        codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+        members = [np.flatnonzero(codes == code) for code in range(codes.max() + 1)] if len(codes) else []
     estimates = []
-    for _ in range(n_resamples):
-        draw = rng.integers(0, len(y_true), size=len(y_true))
+    for _ in range(n_resamples if members else 0):
+        draw = np.concatenate([members[k] for k in rng.integers(0, len(members), size=len(members))])
         estimates.append(scalar_metric(metric, y_true[draw], y_prob[draw]))
     estimates = _finite(estimates)
     if not len(estimates):
@@ -120,3 +128,52 @@ def paired_test(arm: Mapping[Hashable, float], reference: Mapping[Hashable, floa
         t_test = scipy_stats.ttest_1samp(differences, 0.0)
     return PairedTest(len(differences), float(differences.mean()), float(wilcoxon.statistic),
                       float(wilcoxon.pvalue), float(t_test.statistic), float(t_test.pvalue))
+
+
+def image_bootstrap(runs: Mapping[Hashable, Mapping[str, Any]], metric: str, *, n_resamples: int = 1000,
+                    seed: int = 0) -> dict[Hashable, np.ndarray]:
+    """Resampled values (n_resamples,) of ``metric`` for every run, resampling whole test images.
+
+    ``runs`` maps a run key to a row with ``fold`` and ``group_confusion`` ({image: confusion matrix}). Each
+    resample draws every fold's test images with replacement, the same draw for every run of that fold, so
+    arms stay paired; a run's resampled confusion matrix is the draw-weighted sum of its images' matrices.
+    Nuclei of one image share stain, focus and tissue, which makes a patch-level bootstrap too narrow.
+    """
+    rng = np.random.default_rng(seed)
+    by_fold: dict[Any, list[str]] = {}
+    for row in runs.values():
+        by_fold.setdefault(row["fold"], sorted(row["group_confusion"]))
+    weights = {fold: rng.multinomial(len(groups), np.full(len(groups), 1 / len(groups)), size=n_resamples)
+               for fold, groups in by_fold.items()}
+    values = {}
+    for key, row in runs.items():
+        groups = by_fold[row["fold"]]
+        matrices = np.asarray([row["group_confusion"][g] for g in groups], dtype=np.float64)
+        resampled = np.einsum("bg,gkl->bkl", weights[row["fold"]], matrices)
+        values[key] = metric_from_confusion(metric, resampled)
+    return values
+
+
+def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The central ``confidence`` interval of bootstrap ``values`` (NaN draws left out)."""
+    values = _finite(values)
+    if not len(values):
+        return float("nan"), float("nan")
+    tail = 100 * (1 - confidence) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def minimum_detectable_difference(differences: Sequence[float], *, alpha: float = 0.05,
+                                  power: float = 0.8) -> float:
+    """Smallest mean paired difference a two-sided paired t-test at ``alpha`` detects with ``power``.
+
+    ``(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)`` from the observed paired differences: what this
+    run could have seen, to read a non-significant result as "no effect larger than this" rather than as
+    "no effect". NaN with fewer than two pairs.
+    """
+    differences = _finite(differences)
+    n = len(differences)
+    if n < 2:
+        return float("nan")
+    quantiles = scipy_stats.t.ppf(1 - alpha / 2, n - 1) + scipy_stats.t.ppf(power, n - 1)
+    return float(quantiles * differences.std(ddof=1) / np.sqrt(n))

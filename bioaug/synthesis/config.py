@@ -34,8 +34,9 @@ class AugmentConfig:
     min_confidence: float = option(0.8, "selection: minimum classifier probability of the intended class")
     feature_quantile: float = option(0.95, "selection: keep samples whose feature distance to their class's real "
                                            "patches is within this quantile of the real patches' own distances")
-    classifier: str = option("resnet18", "network of the selection/audit classifier (a bioaug.classify name)")
-    classifier_epochs: int = option(5, "training epochs of the selection/audit classifier")
+    classifier: str = option("resnet10-w0.5", "network of the selection/audit classifier (a bioaug.classify name)")
+    classifier_steps: int = option(400, "optimiser steps of the selection/audit classifier (trained once per real "
+                                        "store and cached in the run directory)")
     audit: bool = option(True, "memorisation audit: nearest real patch of every sample, near-copy flags, "
                                "a sheet of the closest pairs")
     copy_ratio: float = option(0.5, "audit: flag a sample as a near-copy when its pixel distance to the nearest "
@@ -55,7 +56,7 @@ class AugmentConfig:
                                         f"{self.balance_to}")
         if self.truncation is not None and not 0 < self.truncation <= 1:
             raise ConfigError("config", f"option 'truncation' must lie in (0, 1], got {self.truncation}")
-        for name in ("batch_size", "classifier_epochs"):
+        for name in ("batch_size", "classifier_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError("config", f"option {name!r} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.min_confidence <= 1:

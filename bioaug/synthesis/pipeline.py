@@ -35,7 +35,7 @@ from ..provenance import run_record, sha256_json, write_json_atomic
 from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter
 from .config import AugmentConfig
 from .records import class_tally, write_csv_atomic
-from .selection import SELECTION_COLUMNS, Scorer, fit_reference, judge, selection_rows, train_scorer
+from .selection import SCORER_CACHE, SELECTION_COLUMNS, Scorer, fit_reference, judge, selection_rows, train_scorer
 from .synthesizer import Synthesizer
 
 SHARD_SIZE = 4096
@@ -123,7 +123,7 @@ def augment(run: str | Path, out: str | Path, config: AugmentConfig | None = Non
         Real store for balancing, selection and audit; defaults to the run's training store.
     scorer
         Selection/audit classifier as a callable (images -> probabilities, features); by default one is
-        trained on ``real`` (``config.classifier``, ``config.classifier_epochs``).
+        trained on ``real`` (``config.classifier``, ``config.classifier_steps``; cached in the run directory).
 
     Every input is checked before anything is written: a ``BioaugError`` (bad option, unknown class,
     checkpoint of other classes, changed training store) leaves no output behind.
@@ -142,7 +142,7 @@ def augment(run: str | Path, out: str | Path, config: AugmentConfig | None = Non
     counts = plan_counts(config, synth.class_names, real_counts)
     labels = np.repeat([synth.class_names.index(name) for name in counts], list(counts.values()))
     selection_key = ({"min_confidence": config.min_confidence, "feature_quantile": config.feature_quantile,
-                      "classifier": config.classifier, "classifier_epochs": config.classifier_epochs,
+                      "classifier": config.classifier, "classifier_steps": config.classifier_steps,
                       "scorer": "injected" if scorer is not None else "trained", "real": real_store.content_hash}
                      if config.select else None)
     key = sha256_json({"checkpoint": synth.checkpoint_sha256, "counts": counts, "seed": config.seed,
@@ -151,7 +151,7 @@ def augment(run: str | Path, out: str | Path, config: AugmentConfig | None = Non
 
     classifier: dict[str, Any] = {"network": "injected scorer"} if scorer is not None else {}
     if scorer is None and (config.select or config.audit):
-        scorer, classifier = train_scorer(real_store, config, synth.device)
+        scorer, classifier = train_scorer(real_store, config, synth.device, cache=run_dir / SCORER_CACHE)
         classifier["seconds"] = round(time.perf_counter() - started, 2)
     reference, real_features = fit_reference(real_store, scorer, config) if scorer is not None else (None, None)
 

@@ -11,6 +11,7 @@ features (N, D)) works, so tests and other feature networks need no training her
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,10 +20,12 @@ import numpy as np
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from ..classify import ClassifierConfig, extract_features, predict_proba, state_dict_sha256, train_classifier
-from ..errors import StoreError
+from ..classify import (ClassifierConfig, build_network, extract_features, predict_proba, state_dict_sha256,
+                        train_classifier)
+from ..config import config_to_dict
+from ..errors import CheckpointError, StoreError
 from ..progress import progress_bar
-from ..provenance import write_json_atomic
+from ..provenance import atomic_path, sha256_json, write_json_atomic
 from ..store import PatchStore, subset_store
 from .config import AugmentConfig
 from .records import class_tally, write_csv_atomic
@@ -33,29 +36,53 @@ REASONS = ("kept", "misclassified", "low_confidence", "off_distribution")
 SELECTION_COLUMNS = ("latent_index", "label", "confidence", "feature_distance", "kept", "reason")
 
 
+#: Folder of a GAN run directory holding trained selection/audit classifiers, one file per real store and config.
+SCORER_CACHE = "scorers"
+
+
 def classifier_config(config: AugmentConfig) -> ClassifierConfig:
     """The selection/audit classifier's training config (validated, so a bad network name fails early)."""
-    chosen = ClassifierConfig(network=config.classifier, epochs=config.classifier_epochs, seed=config.seed)
+    chosen = ClassifierConfig(network=config.classifier, steps=config.classifier_steps, seed=config.seed)
     chosen.validate()
     return chosen
 
 
-def train_scorer(real: PatchStore, config: AugmentConfig, device: torch.device | str | None = None
-                 ) -> tuple[Scorer, dict[str, Any]]:
+def train_scorer(real: PatchStore, config: AugmentConfig, device: torch.device | str | None = None, *,
+                 cache: Path | None = None) -> tuple[Scorer, dict[str, Any]]:
     """Train ``config.classifier`` on ``real``'s labelled patches; return it as a scorer and what it was.
 
-    The info dict (network, epochs, patches, weights sha256) goes into the selection and audit reports.
+    With ``cache`` (a directory), the trained weights are kept there under a key of the real store's content
+    hash and the classifier config, and a later call with the same key loads them instead of retraining
+    (training is deterministic on CPU, so the loaded network is the one that would be trained). The info
+    dict (network, steps, patches, weights sha256, whether it came from the cache) goes into the reports.
     """
+    chosen = classifier_config(config)
     labelled = np.flatnonzero(real.labels >= 0)
-    model, history = train_classifier(real.images(labelled), real.labels[labelled], None, None,
-                                      len(real.class_names), classifier_config(config), device=device)
+    key = sha256_json({"real": real.content_hash, "classifier": config_to_dict(chosen)})
+    path = cache / f"{key[:24]}.pt" if cache is not None else None
+    model = build_network(chosen.network, len(real.class_names))
+    cached = path is not None and path.is_file()
+    if cached:
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as exc:
+            raise CheckpointError(path, f"unreadable cached selection classifier ({type(exc).__name__}); delete "
+                                        "it to retrain") from None
+        model.eval()
+    else:
+        model, _ = train_classifier(real.images(labelled), real.labels[labelled], None, None,
+                                    len(real.class_names), chosen, device=device)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                torch.save(model.state_dict(), tmp)
 
     def scorer(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (predict_proba(model, images, batch_size=config.batch_size, device=device),
                 extract_features(model, images, batch_size=config.batch_size, device=device))
 
-    info = {"network": config.classifier, "epochs": config.classifier_epochs, "n_train": int(len(labelled)),
-            "final_loss": history["epochs"][-1]["train_loss"], "sha256": state_dict_sha256(model)}
+    info = {"network": config.classifier, "steps": config.classifier_steps, "n_train": int(len(labelled)),
+            "cached": bool(cached), "sha256": state_dict_sha256(model)}
     return scorer, info
 
 
