@@ -1,14 +1,16 @@
-"""Tiling throughput against OpenSlide's own decoding speed, on a real slide and a 50k x 50k example slide.
+"""Tiling throughput against OpenSlide's own decoding speed, on a real slide and large example slides.
 
 For each slide it measures, in the same run:
-- the baseline: OpenSlide decoding every region the tiler plans, once, in one process (``read_region`` only);
-- ``bioaug tile`` (detection mode) with 1 and with 2 worker processes.
+- the baseline: OpenSlide decoding every region the tiler plans, once, in one process (``read_region`` only),
+  and the nucleus detector's speed (megapixels/s at the target resolution) on up to three of those regions;
+- ``bioaug tile`` (detection mode) with 1 and with 2 local worker processes, and on a Dask ``LocalCluster`` of
+  2 single-threaded worker processes (``--scheduler local:2``, cluster start-up included).
 Each measurement runs in a fresh subprocess so peak memory (max RSS, including worker processes) is its own.
-Reported: patches/s, tissue megapixels/s (level-0 tissue area over wall time), peak memory, and the ratio of
-tiling time to the baseline time. Results are printed and written as JSON.
+Reported: patches/s, tissue megapixels/s (level-0 tissue area over wall time), peak memory, the ratio of
+tiling time to the baseline time, and the speed-ups over one worker. Results are printed and written as JSON.
 
-    python benchmarks/tile_throughput.py                      # Aperio slide + 50k x 50k example
-    python benchmarks/tile_throughput.py --example-size 8000  # quicker
+    python benchmarks/tile_throughput.py                            # Aperio slide + 50k x 50k example
+    python benchmarks/tile_throughput.py --example-size 10000 20000 # quicker; memory at two sizes
 """
 from __future__ import annotations
 
@@ -34,31 +36,43 @@ def peak_rss_mib() -> float:
 
 
 def measure_baseline(slide_path: str) -> dict:
-    """Decode every planned region once with OpenSlide alone."""
+    """Decode every planned region once with OpenSlide alone; time the detector on up to three regions."""
+    from bioaug.nuclei import detect_nuclei
     from bioaug.slides import Slide
-    from bioaug.tiling import TileConfig, _plan_slide
+    from bioaug.tile import SlideLabels, TileConfig
+    from bioaug.tile.chunks import resample
+    from bioaug.tile.planning import plan_slide
 
     config = TileConfig(qc=False)
     with Slide(slide_path) as slide:
-        plan = _plan_slide(slide, Path("unused"), config, None, "")
+        plan = plan_slide(slide, Path("unused"), config, SlideLabels())
         regions = [region for job in plan.jobs for region in job.regions]
-        level = plan.jobs[0].plan.level
+        read = plan.jobs[0].plan
         started = time.perf_counter()
         for region in regions:
-            slide.read_region(level, region.x, region.y, region.width, region.height)
+            slide.read_region(read.level, region.x, region.y, region.width, region.height)
         seconds = time.perf_counter() - started
+        detect_seconds = detect_mpx = 0.0
+        for region in regions[:3]:
+            rgb = slide.read_region(read.level, region.x, region.y, region.width, region.height)
+            rgb = resample(rgb, read.scale) if read.scale != 1.0 else rgb
+            started = time.perf_counter()
+            detect_nuclei(rgb, mpp=config.mpp)
+            detect_seconds += time.perf_counter() - started
+            detect_mpx += rgb.shape[0] * rgb.shape[1] / 1e6
         tissue_fraction = float(plan.tissue.mean())
         width, height = slide.dimensions
-    return {"seconds": seconds, "regions": len(regions), "peak_mib": peak_rss_mib(),
-            "tissue_mpx": tissue_fraction * width * height / 1e6}
+    return {"seconds": seconds, "regions": len(regions), "chunks": len(plan.jobs), "peak_mib": peak_rss_mib(),
+            "tissue_mpx": tissue_fraction * width * height / 1e6, "detection_mpx_per_s": detect_mpx / detect_seconds}
 
 
-def measure_tiling(slide_path: str, workers: int) -> dict:
-    from bioaug.tiling import TileConfig, tile
+def measure_tiling(slide_path: str, workers: int, scheduler: str | None) -> dict:
+    from bioaug.tile import TileConfig, tile
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        store = tile([slide_path], Path(tmp) / "store", TileConfig(workers=workers, qc=False), progress=False)
+        store = tile([slide_path], Path(tmp) / "store", TileConfig(workers=workers, scheduler=scheduler, qc=False),
+                     progress=False)
         seconds = time.perf_counter() - started
         return {"seconds": seconds, "patches": len(store), "peak_mib": peak_rss_mib()}
 
@@ -69,27 +83,34 @@ def in_subprocess(kind: str, slide: Path, workers: int = 1) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+#: The tiling runs of each slide: name, measurement kind, workers.
+RUNS = (("w1", "tile", 1), ("w2", "tile", 2), ("dask2", "dask", 2))
+
+
 def bench_slide(slide: Path) -> dict:
     print(f"== {slide.name}", flush=True)
     baseline = in_subprocess("baseline", slide)
     row = {"slide": slide.name, "openslide_seconds": round(baseline["seconds"], 2),
-           "regions": baseline["regions"], "tissue_mpx": round(baseline["tissue_mpx"], 1)}
-    for workers in (1, 2):
-        run = in_subprocess("tile", slide, workers)
-        row[f"w{workers}"] = {
+           "regions": baseline["regions"], "chunks": baseline["chunks"], "tissue_mpx": round(baseline["tissue_mpx"], 1),
+           "detection_mpx_per_s": round(baseline["detection_mpx_per_s"], 2)}
+    for name, kind, workers in RUNS:
+        run = in_subprocess(kind, slide, workers)
+        row[name] = {
             "seconds": round(run["seconds"], 2), "patches": run["patches"],
             "patches_per_s": round(run["patches"] / run["seconds"], 1),
             "tissue_mpx_per_s": round(baseline["tissue_mpx"] / run["seconds"], 2),
             "peak_mib": round(run["peak_mib"], 1),
             "ratio_to_openslide": round(run["seconds"] / baseline["seconds"], 2)}
-        print(f"  {workers} worker(s): {row[f'w{workers}']}", flush=True)
+        print(f"  {name}: {row[name]}", flush=True)
     row["speedup_2_vs_1"] = round(row["w1"]["seconds"] / row["w2"]["seconds"], 2)
+    row["speedup_dask2_vs_1"] = round(row["w1"]["seconds"] / row["dask2"]["seconds"], 2)
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--example-size", type=int, default=50_000, help="edge of the example slide in px")
+    parser.add_argument("--example-size", type=int, nargs="+", default=[50_000],
+                        help="edge of the example slide(s) in px")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bioaug-bench",
                         help="where the example slide is written (kept for reuse)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tile_throughput.json")
@@ -97,7 +118,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         kind, slide, workers = args.one
-        result = measure_baseline(slide) if kind == "baseline" else measure_tiling(slide, int(workers))
+        if kind == "baseline":
+            result = measure_baseline(slide)
+        else:
+            result = measure_tiling(slide, int(workers), f"local:{workers}" if kind == "dask" else None)
         print(json.dumps(result))
         return
 
@@ -109,17 +133,19 @@ def main() -> None:
         slides.append(APERIO)
     else:
         print(f"skipping the Aperio slide: {APERIO} is absent")
-    example = args.workdir / f"example-{args.example_size}.tiff"
-    if not example.is_file():
-        print(f"writing the {args.example_size} px example slide to {example} ...", flush=True)
-        started = time.perf_counter()
-        write_example_slide(example, width=args.example_size, height=args.example_size, seed=0, progress=True)
-        print(f"  written in {time.perf_counter() - started:.0f} s", flush=True)
-    slides.append(example)
+    for size in args.example_size:
+        example = args.workdir / f"example-{size}.tiff"
+        if not example.is_file():
+            print(f"writing the {size} px example slide to {example} ...", flush=True)
+            started = time.perf_counter()
+            write_example_slide(example, width=size, height=size, seed=0, progress=True)
+            print(f"  written in {time.perf_counter() - started:.0f} s", flush=True)
+        slides.append(example)
     rows = [bench_slide(slide) for slide in slides]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # other work on this shared machine skews the 1-vs-2 worker comparison: record how busy it was
-    result = {"results": rows, "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    result = {"command": " ".join(sys.argv), "results": rows,
+              "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
               "cpu_count": os.cpu_count(), "versions": package_versions()}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written {args.out}")
