@@ -192,7 +192,7 @@ def main() -> None:
         return
     cases = ["minimal", *[case for case in args.cases if case != "minimal"]]  # the baseline is always measured
     best: dict[tuple[int, str, int, str], dict] = {}
-    failures = []
+    failures: list[dict] = []
     for size in args.sizes:
         steps = args.steps or (CUDA_STEPS if args.device == "cuda" else DEFAULT_STEPS.get(size, 10))
         for preset in args.presets:
@@ -207,32 +207,38 @@ def main() -> None:
                             reason = (child.stderr.strip().splitlines() or ["no output"])[-1]
                             failures.append({"size": size, "preset": preset, "case": case, "error": reason})
                             print(f"  {size} px, {preset}, {case}: FAILED: {reason}", file=sys.stderr)
-                            continue
-                        row = json.loads(child.stdout.strip().splitlines()[-1])
-                        print(f"  {size} px, {preset}, {row['threads']} thread(s), {case}: "
-                              f"{row['images_per_s']} images/s", file=sys.stderr)
-                        key = (size, preset, threads, case)
-                        if key not in best or row["images_per_s"] > best[key]["images_per_s"]:
-                            best[key] = row
-    results = list(best.values())
+                        else:
+                            row = json.loads(child.stdout.strip().splitlines()[-1])
+                            print(f"  {size} px, {preset}, {row['threads']} thread(s), {case}: "
+                                  f"{row['images_per_s']} images/s", file=sys.stderr)
+                            key = (size, preset, threads, case)
+                            if key not in best or row["images_per_s"] > best[key]["images_per_s"]:
+                                best[key] = row
+                        _write_report(args, best, failures)  # after every case: a killed run keeps what it had
     print(f"{'size':>5} {'preset':<8} {'threads':>7} {'case':<16} {'images/s':>9} {'vs minimal':>10} {'peak MB':>8}")
-    for (size, preset, threads, case), row in best.items():
-        baseline = best.get((size, preset, threads, "minimal"))
-        row["ratio_to_minimal"] = round(row["images_per_s"] / baseline["images_per_s"], 3) if baseline else None
-        ratio = f"{row['ratio_to_minimal']:>10.2f}" if baseline else f"{'-':>10}"
+    for (size, preset, _threads, case), row in best.items():
+        ratio = f"{row['ratio_to_minimal']:>10.2f}" if row["ratio_to_minimal"] is not None else f"{'-':>10}"
         print(f"{size:>5} {preset:<8} {row['threads']:>7} {case:<16} {row['images_per_s']:>9.1f} {ratio} "
               f"{row['peak_memory_mb']:>8.0f}")
-    import torch
-
-    report = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(), "cpus": os.cpu_count(),
-              "torch": torch.__version__, "load_average": os.getloadavg(), "repeats": args.repeats,
-              "device": args.device, "results": results, "failures": failures}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     if failures:
         sys.exit(1)
 
+
+def _write_report(args: argparse.Namespace, best: dict[tuple[int, str, int, str], dict], failures: list[dict]) -> None:
+    """The JSON report of the cases measured so far, each with its ratio to the bare loop of its size and preset."""
+    import torch
+
+    from bioaug.provenance import write_json_atomic
+
+    for (size, preset, threads, _case), row in best.items():
+        baseline = best.get((size, preset, threads, "minimal"))
+        row["ratio_to_minimal"] = round(row["images_per_s"] / baseline["images_per_s"], 3) if baseline else None
+    report = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(), "cpus": os.cpu_count(),
+              "torch": torch.__version__, "load_average": os.getloadavg(), "repeats": args.repeats,
+              "device": args.device, "results": list(best.values()), "failures": failures}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out, report)
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,9 @@ fold-0, 10% cell with its unlabelled pool, 30 minutes per variant::
         --unlabelled crc-pool-fold-0 --reference crc-eval/work/fold-0/budget-1.00/train-store \\
         --presets plain resnet --unlabelled-modes ignore discriminator --budget-s 1800 --threads 2
 
+(``--store`` may also be a cell's pseudo-labelled generator store, whose unconfident pool rows carry label -1:
+then ``ignore`` is "pseudo-labels alone" and ``discriminator`` adds the rest of the pool as unlabelled rows.)
+
 A tiny smoke run (tests/test_gan_choice.py does this on a generated store)::
 
     python benchmarks/generator_choice.py --store STORE --budget-s 2 --classifier-steps 5 \\
@@ -190,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                                             "feature classifier trains on (default: --store)")
     parser.add_argument("--presets", nargs="+", default=["plain", "resnet"])
     parser.add_argument("--unlabelled-modes", nargs="+", default=["ignore", "discriminator"],
-                        help="TrainConfig.unlabelled values to compare (only 'ignore' without --unlabelled)")
+                        help="TrainConfig.unlabelled values to compare (only 'ignore' when neither --store "
+                             "nor --unlabelled has unlabelled rows)")
     parser.add_argument("--lecam", type=float, nargs="+", default=[0.0], help="LeCam weights to compare")
     parser.add_argument("--budget-s", type=float, required=True, help="training seconds per variant")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training and judging")
@@ -219,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     store = PatchStore(args.store)
     pool = PatchStore(args.unlabelled) if args.unlabelled else None
     reference = PatchStore(args.reference) if args.reference else store
-    modes = args.unlabelled_modes if pool is not None else ["ignore"]
+    has_unlabelled = pool is not None or bool((store.labels < 0).any())
+    modes = args.unlabelled_modes if has_unlabelled else ["ignore"]
     variants = [Variant(*combination) for combination in itertools.product(args.presets, modes, args.lecam)]
     train_on = training_store(store, pool, work)
 

@@ -20,17 +20,7 @@ from bioaug.gan.residual import ResidualDiscriminator, ResidualGenerator
 from bioaug.gan.trainer import Trainer
 from bioaug.store import PatchStore, StoreWriter
 from conftest import make_disc_store
-
-
-def tiny(**overrides) -> TrainConfig:
-    values = dict(steps=4, batch_size=12, channels=8, max_channels=32, z_dim=16, snapshot_every=2,
-                  checkpoint_every=2, log_every=2, grid_columns=4, device="cpu")
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-def log_lines(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+from test_gan import log_lines, tiny
 
 
 def mixed_store(path: Path, *, unlabelled: int = 24, patch_size: int = 32) -> PatchStore:
@@ -242,3 +232,17 @@ def test_a_time_budget_stops_training_and_counts_over_resumes(disc_store, tmp_pa
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 3  # the budget is spent: nothing more
     train(disc_store, run, tiny(steps=5, time_budget=0, log_every=3), progress=False)
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 5
+
+
+# -- distributed -----------------------------------------------------------------------------------------------
+
+def test_ranks_sharing_a_gpu_use_gloo_and_ranks_with_a_gpu_each_use_nccl(monkeypatch):
+    from bioaug.gan.distributed import choose_backend
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert choose_backend(cuda) == "nccl" and choose_backend(torch.device("cpu")) == "gloo"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.warns(RuntimeWarning, match="share 1 GPU"):
+        assert choose_backend(cuda) == "gloo"

@@ -86,7 +86,7 @@ def _device(choice: str, local_rank: int) -> torch.device:
     return torch.device("cuda", index)
 
 
-def _backend(device: torch.device) -> str:
+def choose_backend(device: torch.device) -> str:
     """NCCL when every local process has a GPU of its own, else gloo (CPU training or shared GPUs)."""
     if device.type != "cuda":
         return "gloo"
@@ -112,7 +112,7 @@ def distributed(device_choice: str) -> Iterator[Context]:
         return
     created = not dist.is_initialized()
     if created:
-        backend = _backend(device)
+        backend = choose_backend(device)
         dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
     try:
         yield Context(dist.get_rank(), dist.get_world_size(), device)

@@ -6,11 +6,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..config import build_config
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
-from .networks import Generator, build_generator
+from .networks import build_generator
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -20,7 +21,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def generate(generator: Generator, labels: Sequence[int] | np.ndarray, *, seed: int,
+def generate(generator: nn.Module, labels: Sequence[int] | np.ndarray, *, seed: int,
              batch_size: int = 256) -> np.ndarray:
     """Patches of the given classes as (N, H, W, 3) uint8, one per label.
 
@@ -42,8 +43,9 @@ def generate(generator: Generator, labels: Sequence[int] | np.ndarray, *, seed: 
                                                           np.uint8)
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[Generator, dict[str, Any]]:
-    """The EMA generator of a checkpoint, in eval mode on ``device``, and what it was trained on.
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The EMA generator of a checkpoint (the preset its config names), in eval mode on ``device``, and what
+    it was trained on.
 
     ``meta`` holds ``class_names``, ``patch_size``, ``step``, ``store_sha256`` and the resolved ``config``
     (a dict). Raises ``CheckpointError`` for a missing or damaged file.
