@@ -70,8 +70,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tu
     ``section.field``), in a group of its own, with the defaults the section has there (``defaults``).
     """
     hints = _field_types(cls)
-    title = f"{cls.__name__} options" + (f" (section {prefix.rstrip('.')!r}" if prefix else " (")
-    group = parser.add_argument_group(title + ", also settable in --config)")
+    where = f"section {prefix.rstrip('.')!r}, " if prefix else ""
+    group = parser.add_argument_group(f"{cls.__name__} options ({where}also settable in --config)")
     for spec in dataclasses.fields(cls):
         if spec.name in skip:
             continue

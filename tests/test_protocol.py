@@ -138,7 +138,7 @@ def test_tiny_evaluation_writes_every_report_file_and_resumes(disc_store, tmp_pa
         mixed = run["arm"] in ("synthetic", "selected", "classic+synthetic", "classic+selected") and run["n_extra"]
         expected = {"real": 8, "extra": 8} if mixed else {"real": 16, "extra": 0}
         assert run["batch"] == expected, run["arm"]
-        assert run["augmentation"] == ("geometric" if run["arm"].startswith("classic") else "none")
+        assert run["augmentation"] == ("geometric+stain" if run["arm"].startswith("classic") else "none")
     assert all(record["shared with test"] == 0 for record in report["leakage"].values())
     assert len(report["fidelity"]) >= 2 and "Generator leakage check" in (out / "report.md").read_text()
     assert "Main comparison" in (out / "report.md").read_text()

@@ -33,8 +33,9 @@ class EvaluateConfig:
     seeds: list[int] = option([0, 1, 2, 3, 4], "classifier seeds; every arm runs every seed on the same splits")
     arms: list[str] = option(["real", "classic", "classic+synthetic", "classic+selected", "colour"],
                              "arms to compare (add pseudo_label with an unlabelled store)", choices=tuple(ARMS))
-    classic_recipe: str = option("geometric", "augmentation recipe of the classic arms (chosen on training-side "
-                                              "data by benchmarks/classifier_choice.py)", choices=tuple(RECIPES))
+    classic_recipe: str = option("geometric+stain", "augmentation recipe of the classic arms (chosen on "
+                                                    "training-side data by benchmarks/classifier_choice.py)",
+                                 choices=tuple(RECIPES))
     synthetic_fraction: float = option(0.5, "share of every training batch filled with synthetic or "
                                             "pseudo-labelled patches in the arms that use them")
     unlabelled: str | None = option(None, "unlabelled patch store of the same slides (`bioaug tile --label-by "

@@ -27,7 +27,7 @@ Work layout under ``out/work`` (deterministic, so a rerun resumes and finished w
     fold-<k>/budget-<b:.2f>/selected       the synthetic patches kept by selection
     fold-<k>/budget-<b:.2f>/synthetic.json fidelity, hashes and leakage check of this cell's generator
     fold-<k>/budget-<b:.2f>/results/<arm>-seed-<s>.json   metrics and test probabilities of one classifier
-    fold-<k>/budget-<b:.2f>/results/<arm>-seed-<s>.pt     weights of the classifiers later steps reuse
+    fold-<k>/budget-<b:.2f>/results/<arm>-seed-<s>.pt     the trained classifier's weights
     fold-<k>/budget-<b:.2f>/results/pseudo-seed-<s>.npz   the pool patches that seed's classifier labelled
 
 Every result file carries a key of everything it depends on (settings and input hashes) and is reused only
@@ -77,7 +77,8 @@ SAMPLE_GRID = 64
 #: Columns of the report's leakage table, in order (result files store them with sorted keys).
 LEAKAGE_COLUMNS = ("train store", "pool store", "generator", "generator store", "checkpoint", "synthetic store",
                    "generator slides", "pool slides", "test slides", "shared with test")
-#: Arms whose trained weights are kept on disk: later steps (pseudo-labels, selection, fidelity) reuse them.
+#: Arms whose trained networks stay in memory for the cell: pseudo-labels, selection and fidelity reuse them
+#: (every network is also saved beside its result, ``<arm>-seed-<s>.pt``).
 KEPT_MODELS = ("real", "classic")
 
 
@@ -302,9 +303,9 @@ class Evaluation:
                     "n_train": history["n_train"], "n_extra": history["n_extra"],
                     "augmentation": config.augmentation, "network": config.network,
                     "model_sha256": state_dict_sha256(model)}
+            with atomic_path(path.with_suffix(".pt")) as tmp:  # for external tests added later, and reuse
+                torch.save(model.state_dict(), tmp)
             if arm.name in KEPT_MODELS:
-                with atomic_path(path.with_suffix(".pt")) as tmp:
-                    torch.save(model.state_dict(), tmp)
                 self.models[(arm.name, seed)] = model
         result = {"key": key, "arm": arm.name, "fold": cell.fold, "budget": cell.budget, "seed": seed,
                   "seconds": round(time.perf_counter() - started, 2), **info,

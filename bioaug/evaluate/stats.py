@@ -134,22 +134,24 @@ def image_bootstrap(runs: Mapping[Hashable, Mapping[str, Any]], metric: str, *, 
                     seed: int = 0) -> dict[Hashable, np.ndarray]:
     """Resampled values (n_resamples,) of ``metric`` for every run, resampling whole test images.
 
-    ``runs`` maps a run key to a row with ``fold`` and ``group_confusion`` ({image: confusion matrix}). Each
-    resample draws every fold's test images with replacement, the same draw for every run of that fold, so
+    ``runs`` maps a run key to a row with ``fold`` and ``group_confusion`` ({image: confusion matrix}); rows
+    tested on another set than their fold's (an external store) name it as ``test_set``. Each resample
+    draws every test set's images with replacement, the same draw for every run tested on it, so
     arms stay paired; a run's resampled confusion matrix is the draw-weighted sum of its images' matrices.
     Nuclei of one image share stain, focus and tissue, which makes a patch-level bootstrap too narrow.
     """
     rng = np.random.default_rng(seed)
     by_fold: dict[Any, list[str]] = {}
     for row in runs.values():
-        by_fold.setdefault(row["fold"], sorted(row["group_confusion"]))
+        by_fold.setdefault(row.get("test_set", row["fold"]), sorted(row["group_confusion"]))
     weights = {fold: rng.multinomial(len(groups), np.full(len(groups), 1 / len(groups)), size=n_resamples)
                for fold, groups in by_fold.items()}
     values = {}
     for key, row in runs.items():
-        groups = by_fold[row["fold"]]
+        test_set = row.get("test_set", row["fold"])
+        groups = by_fold[test_set]
         matrices = np.asarray([row["group_confusion"][g] for g in groups], dtype=np.float64)
-        resampled = np.einsum("bg,gkl->bkl", weights[row["fold"]], matrices)
+        resampled = np.einsum("bg,gkl->bkl", weights[test_set], matrices)
         values[key] = metric_from_confusion(metric, resampled)
     return values
 
