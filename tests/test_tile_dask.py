@@ -79,6 +79,41 @@ def test_scheduler_local_n_starts_a_cluster(fine_example, tmp_path):
     assert os.getpid() not in shard_pids(tmp_path / "dask")
 
 
+class _DieOnceMidShard(distributed.WorkerPlugin):
+    """Make the first worker that writes a shard die half-way: its images are saved in the shard's temporary
+    directory, the rest is not written and nothing is renamed (the marker file makes it happen once)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def setup(self, worker):
+        import bioaug.store
+
+        real, marker = bioaug.store.sha256_file, self.marker
+
+        def hash_or_die(path, *args, **kwargs):
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+            return real(path, *args, **kwargs)
+
+        bioaug.store.sha256_file = hash_or_die
+
+
+def test_a_worker_lost_mid_shard_leaves_no_half_shard(fine_example, tmp_path, client):
+    local = tile([fine_example.path], tmp_path / "local", config_for(fine_example), progress=False)
+    marker = tmp_path / "died"
+    client.register_plugin(_DieOnceMidShard(str(marker)), name="die-once")
+    try:
+        dask = tile([fine_example.path], tmp_path / "dask", config_for(fine_example), client=client,
+                    progress=False)
+    finally:
+        client.unregister_worker_plugin("die-once")
+    assert marker.exists(), "no worker died"
+    assert dask.content_hash == local.content_hash
+    assert len(dask) == len(local)
+
+
 class _Unprivileged(distributed.WorkerPlugin):
     """Turn a worker into the unprivileged user 'nobody', for whom the test's store is not writable."""
 
