@@ -46,7 +46,7 @@ def _print_config(config: object) -> None:
 
 
 def cmd_tile(args: argparse.Namespace) -> int:
-    from .tiling import TileConfig, tile
+    from .tile import TileConfig, tile
 
     config = resolve_config(TileConfig, args)
     if args.dry_run:
@@ -100,6 +100,14 @@ def _cell_store(text: str) -> tuple[str, str]:
     if not separator or not store:
         raise argparse.ArgumentTypeError(f"expected FOLD-BUDGET=STORE (e.g. 0-0.1=synth-store), got {text!r}")
     return key, store
+
+
+def _named_store(text: str) -> tuple[str, str]:
+    """``NAME=STORE`` from the command line as a (name, store) pair of ``EvaluateConfig.external``."""
+    name, separator, store = text.partition("=")
+    if not separator or not name or not store:
+        raise argparse.ArgumentTypeError(f"expected NAME=STORE (e.g. hospital-b=store-b), got {text!r}")
+    return name, store
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -171,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .gan.config import TrainConfig
     from .study.config import StudyConfig
     from .synthesis.config import AugmentConfig
-    from .tiling import TileConfig
+    from .tile import TileConfig
 
     parser = _Parser(prog="bioaug", description="Synthetic histology for small, imbalanced "
                                      "pathology training sets: tile slides, train a conditional GAN, augment, "
@@ -227,8 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--synthetic", dest="synthetic", type=_cell_store, nargs="+", default=None,
                           metavar="FOLD-BUDGET=STORE", help="ready synthetic store for a fold and budget (e.g. "
                           "0-0.1=synth); that cell trains no generator")
+    evaluate.add_argument("--external", dest="external", type=_named_store, nargs="+", default=None,
+                          metavar="NAME=STORE", help="external test store (repeatable): every classifier is also "
+                          "tested on it; adding one to a finished evaluation only predicts")
     _add_common(evaluate)
-    add_config_arguments(evaluate, EvaluateConfig, skip=("synthetic",))
+    add_config_arguments(evaluate, EvaluateConfig, skip=("synthetic", "external"))
     evaluate.set_defaults(handler=cmd_evaluate)
 
     study = commands.add_parser("study", help="a 'which of these are real?' reader study: page and scoring",

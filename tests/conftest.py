@@ -32,6 +32,7 @@ def shared_data(*parts: str) -> Path:
 
 def make_disc_store(path: Path, *, per_class: int = 24, patch_size: int = 32, seed: int = 0,
                     class_names: tuple[str, ...] = ("small", "large", "pale"), slides: int = 4,
+                    slide_prefix: str = "slide",
                     kind: str = "real", provenance: dict | None = None) -> PatchStore:
     """A store of pink patches with one purple disc each; the class sets the disc's size and darkness.
 
@@ -53,10 +54,10 @@ def make_disc_store(path: Path, *, per_class: int = 24, patch_size: int = 32, se
                 disc = (xx ** 2 + yy ** 2) <= radius ** 2
                 image[disc] = image[disc] * (1 - darkness) + np.array([70, 40, 120]) * darkness
                 images.append(np.clip(image, 0, 255).astype(np.uint8))
-                rows.append({"slide": f"slide{slide}", "x": float(rng.uniform(0, 1000)),
+                rows.append({"slide": f"{slide_prefix}{slide}", "x": float(rng.uniform(0, 1000)),
                              "y": float(rng.uniform(0, 1000)), "label": label,
                              "area_um2": float(np.pi * (radius * 0.5) ** 2)})
-        writer.write_shard(f"slide{slide}", np.stack(images), rows, input_key=f"disc-{seed}-{slide}")
+        writer.write_shard(f"{slide_prefix}{slide}", np.stack(images), rows, input_key=f"disc-{seed}-{slide}")
     return writer.finalize()
 
 

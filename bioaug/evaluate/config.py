@@ -49,6 +49,11 @@ class EvaluateConfig:
                                              "with classifier patience > 0)")
     synthetic: dict[str, str] = option({}, "ready synthetic stores per cell, FOLD-BUDGET -> store (e.g. "
                                            "'0-0.1': path); those cells train no generator")
+    external: dict[str, str] = option({}, "external test stores, NAME -> store: every classifier is also tested "
+                                          "on each; never used for training, selection, pseudo-labels or "
+                                          "generators")
+    external_classes: dict[str, str] = option({}, "external class name -> training class name, for external "
+                                                  "stores that name their classes otherwise")
     device: str = option("auto", "where to train: CUDA (with mixed precision) when present with auto",
                          choices=DEVICES)
     classifier: ClassifierConfig = option(ClassifierConfig(), "the classifier every network arm trains "
@@ -101,6 +106,9 @@ class EvaluateConfig:
                                             "from `bioaug tile --label-by none` on the same slides)")
         if self.unlabelled and not (Path(self.unlabelled) / "store.json").is_file():
             raise ConfigError("unlabelled", f"no patch store at {self.unlabelled}")
+        for name, path in self.external.items():
+            if not (Path(path) / "store.json").is_file():
+                raise ConfigError(f"external {name}", f"no patch store at {path}")
         for key, path in self.synthetic.items():
             fold, budget = synthetic_key(key)
             if fold not in self.fold_indices() or budget not in self.budgets:

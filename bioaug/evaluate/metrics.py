@@ -122,13 +122,22 @@ CONFUSION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 """Metrics that a confusion matrix determines (ROC AUC needs the probabilities)."""
 
 
-def metric_from_confusion(name: str, matrices: np.ndarray) -> np.ndarray:
+def metric_from_confusion(name: str, matrices: np.ndarray, classes: Sequence[int] | None = None) -> np.ndarray:
     """``name`` for each of a stack of confusion matrices (..., K, K), as scikit-learn computes it.
 
     Macro-F1 averages over the classes that occur in truth or prediction (scikit-learn's label set),
-    balanced accuracy over the classes that occur in truth; undefined values are NaN.
+    balanced accuracy over the classes that occur in truth; undefined values are NaN. With ``classes``
+    (e.g. those an external test set holds) macro-F1 averages over those only, so a class the test set lacks
+    counts as absent rather than as a zero.
     """
     matrices = np.asarray(matrices, dtype=np.float64)
+    if classes is not None and name == "macro_f1":
+        chosen = np.asarray(classes, dtype=np.int64)
+        true_positive = np.diagonal(matrices, axis1=-2, axis2=-1)[..., chosen]
+        support, predicted = matrices.sum(-1)[..., chosen], matrices.sum(-2)[..., chosen]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(support + predicted > 0, 2 * true_positive / (support + predicted), 0.0)
+        return f1.mean(-1)
     true_positive = np.diagonal(matrices, axis1=-2, axis2=-1)
     support, predicted = matrices.sum(-1), matrices.sum(-2)
     total = support.sum(-1)

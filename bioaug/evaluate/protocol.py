@@ -63,7 +63,8 @@ from .baselines import colour_baseline
 from .config import EvaluateConfig
 from .fidelity import fidelity_metrics
 from .leakage import check_generator_leakage, generator_training_slides
-from .metrics import classification_metrics, group_confusion
+from .external import ExternalSet, open_external
+from .metrics import classification_metrics, group_confusion, metric_from_confusion
 from .pool import check_pool, check_pool_leakage, pool_indices, slide_hashes, write_labelled_union
 from .report import write_report
 from .splits import grouped_folds, label_budget, validation_split
@@ -346,6 +347,49 @@ class Evaluation:
         name = next(arm for arm in REFERENCE_ARMS if arm in self.config.arms or arm == "real")
         return self.model(cell, name, self.config.seeds[0])
 
+    # -- external test stores ---------------------------------------------------------------------------------------
+
+    def test_external(self, cell: Cell, rows: list[dict[str, Any]], external: ExternalSet) -> list[dict[str, Any]]:
+        """Every (arm, seed) classifier of ``cell`` tested on ``external``; predictions cached per classifier.
+
+        Nothing is trained: networks are loaded from their saved weights, the colour baseline (a seconds-long
+        scikit-learn fit) is refitted on the same training patches.
+        """
+        tested = []
+        images = None
+        for row in rows:
+            arm, seed = ARMS[row["arm"]], row["seed"]
+            result = cell.directory / "results" / f"{arm.name}-seed-{seed}.json"
+            done = _read_json(result) or {}
+            path = result.with_name(f"{arm.name}-seed-{seed}.external-{external.name}.json")
+            key = sha256_json({"result": done.get("key"), "external": external.store.content_hash,
+                               "labels": sha256_json(external.labels.tolist())})
+            cached = _read_json(path)
+            if cached is None or cached.get("key") != key:
+                images = external.images() if images is None else images
+                if arm.network:
+                    model = build_network(done.get("network", self.config.classifier.network), self.n_classes)
+                    weights = result.with_suffix(".pt")
+                    if not weights.is_file():
+                        raise StoreError(weights, "missing: this classifier's weights were not kept, so it cannot "
+                                                  "be tested on an external store; delete its result to retrain")
+                    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+                    probabilities = predict_proba(model, images, batch_size=512, device=self.device)
+                else:
+                    probabilities = colour_baseline(*self.train, images, self.n_classes, seed=seed)
+                metrics = classification_metrics(external.labels, probabilities, self.store.class_names)
+                metrics["macro_f1"] = float(metric_from_confusion("macro_f1", metrics["confusion_matrix"],
+                                                                  external.present))
+                cached = {"key": key, "external": external.name, **metrics,
+                          "probabilities": np.round(probabilities, 5).tolist()}
+                write_json_atomic(path, cached)
+            test_row = {name: value for name, value in cached.items() if name not in ("key", "probabilities")}
+            tested.append({**{k: row[k] for k in ("arm", "fold", "budget", "seed")}, **test_row,
+                           "test_set": f"external {external.name}", "classes": external.present,
+                           "group_confusion": group_confusion(external.labels, np.asarray(cached["probabilities"]),
+                                                              external.groups)})
+        return tested
+
     # -- the unlabelled pool --------------------------------------------------------------------------------------
 
     def pool_predictions(self, cell: Cell, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
@@ -542,6 +586,10 @@ def run_evaluation(store: PatchStore | str | Path, out: str | Path, config: Eval
     config = config or EvaluateConfig()
     out = Path(out)
     cells = plan(store, config, out / "work")
+    pool = PatchStore(config.unlabelled) if config.unlabelled else None
+    externals = [open_external(name, path, store, pool, config.external_classes)
+                 for name, path in config.external.items()]
+    external_rows: dict[str, list[dict[str, Any]]] = {external.name: [] for external in externals}
     evaluation = Evaluation(store, config, progress)
     rows: list[dict[str, Any]] = []
     fidelity: dict[str, Any] = {}
@@ -553,6 +601,8 @@ def run_evaluation(store: PatchStore | str | Path, out: str | Path, config: Eval
     for cell in cells:
         cell_rows, generator = evaluation.run_cell(cell, bar)
         rows += cell_rows
+        for external in externals:
+            external_rows[external.name] += evaluation.test_external(cell, cell_rows, external)
         if generator is None:
             continue
         fidelity.update({f"{cell.name}, {name}": dict(sorted(values.items()))
@@ -570,12 +620,20 @@ def run_evaluation(store: PatchStore | str | Path, out: str | Path, config: Eval
     if config.unlabelled:
         inputs |= {"unlabelled": str(Path(config.unlabelled).resolve()),
                    "unlabelled_sha256": PatchStore(config.unlabelled).content_hash}
+    for external in externals:
+        inputs |= {f"external {external.name}": str(external.store.path.resolve()),
+                   f"external {external.name} sha256": external.store.content_hash}
     record = run_record(config_to_dict(config), inputs=inputs)
     provenance = {**inputs, "command": record["command"], "created": record["created"], "host": record["host"],
                   "split_seed": config.split_seed, "seeds": config.seeds,
                   "config": json.dumps(record["config"], sort_keys=True), "generators": generators}
+    provenance["external"] = {external.name: inputs[f"external {external.name} sha256"] for external in externals}
+    external_report = {external.name: {
+        "rows": external_rows[external.name], "leakage": external.leakage, "path": str(external.store.path),
+        "absent": [name for k, name in enumerate(store.class_names) if k not in external.present]}
+        for external in externals}
     write_report(out, rows, class_names=store.class_names, protocol=_protocol(store, config),
                  provenance=provenance, fidelity=fidelity or None, leakage=leakage or None, samples=samples,
-                 references=REFERENCE_ARMS, seed=config.split_seed)
+                 external=external_report or None, references=REFERENCE_ARMS, seed=config.split_seed)
     write_json_atomic(out / "config.json", record)
     return out

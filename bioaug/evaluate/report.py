@@ -19,7 +19,7 @@ from .stats import (image_bootstrap, minimum_detectable_difference, paired_test,
 
 REPORT_FILES = {"markdown": "report.md", "json": "report.json", "latex": "table.tex",
                 "budget_figure": "budget_curves.png", "confusion_figure": "confusion_matrices.png",
-                "samples_figure": "samples.png"}
+                "samples_figure": "samples.png", "external_figure": "internal_vs_external.png"}
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "macro_f1": "Macro-F1",
                  "weighted_f1": "Weighted F1", "roc_auc": "ROC AUC"}
 
@@ -35,7 +35,8 @@ def summarize_results(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[st
 
     Pairs are matched on (seed, fold) within a budget. References absent from ``rows`` are skipped. When rows
     carry per-image confusion matrices (``group_confusion``), confidence intervals of means and of paired
-    differences resample test images (``image_bootstrap``); otherwise, and for ROC AUC, they resample runs.
+    differences resample both runs and test images (``image_bootstrap``), so they hold the seed-to-seed and the
+    image-to-image variation; otherwise, and for ROC AUC, they resample runs.
 
     Returns
     -------
@@ -58,8 +59,12 @@ def summarize_results(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[st
                                         n_resamples=n_resamples, seed=seed)
 
             def mean_draws(arm: str, keys: Sequence[tuple[Any, Any]]) -> np.ndarray:
+                """Bootstrap means over runs: runs resampled too (the same draw for the same runs, so arms
+                stay paired), each run's value from its test-image resample; both sources of variation."""
                 assert draws is not None
-                return np.nanmean(np.stack([draws[(arm, *key)] for key in keys]), axis=0)
+                values = np.stack([draws[(arm, *key)] for key in keys])  # (runs, resamples)
+                picks = np.random.default_rng(seed).integers(0, len(keys), size=(values.shape[1], len(keys)))
+                return np.nanmean(values[picks, np.arange(values.shape[1])[:, None]], axis=1)
 
             for arm in arms:
                 if not cells[arm]:
@@ -70,7 +75,7 @@ def summarize_results(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[st
                 if draws is not None:
                     summary["ci_low"], summary["ci_high"] = percentile_interval(mean_draws(arm, list(cells[arm])),
                                                                                 confidence)
-                    summary["ci"] = "test images"
+                    summary["ci"] = "runs and test images"
                 summaries.append({"arm": arm, "budget": budget, "metric": metric, **summary})
             compared: set[str] = set()
             for reference in (r for r in references if cells.get(r)):
@@ -115,7 +120,7 @@ MAIN_ARMS = ("classic+synthetic", "classic+selected", "pseudo_label", "real")
 
 
 def _main_comparison(comparisons: Sequence[Mapping[str, Any]], budgets: Sequence[float],
-                     metric: str = "macro_f1") -> list[str]:
+                     metric: str = "macro_f1", where: str = "") -> list[str]:
     """Plain sentences for the main question: does each arm beat classic augmentation, and by how much?"""
     lines = []
     for budget in budgets:
@@ -131,7 +136,7 @@ def _main_comparison(comparisons: Sequence[Mapping[str, Any]], budgets: Sequence
                          f"[{_signed(low)}, {_signed(high)}], Wilcoxon p {_p_value(c['wilcoxon_p'])} over {c['n']} "
                          f"paired runs; this run could detect a mean difference of "
                          f"{_number(c.get('detectable', np.nan))} (80% power).")
-    return ["## Main comparison: against classic augmentation (macro-F1)", "", *lines, ""] if lines else []
+    return [f"## Main comparison: against classic augmentation (macro-F1){where}", "", *lines, ""] if lines else []
 
 
 def _markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -163,21 +168,11 @@ def _keyed_table(first: str, records: Mapping[str, Mapping[str, Any]]) -> list[s
     return _markdown_table([first, *names], body)
 
 
-def render_markdown(summary: Mapping[str, list[dict[str, Any]]], rows: Sequence[Mapping[str, Any]], *,
-                    metrics: Sequence[str], protocol: Mapping[str, Any], provenance: Mapping[str, Any],
-                    versions: Mapping[str, str], fidelity: Mapping[str, Mapping[str, Any]] | None,
-                    figures: Sequence[str], confidence: float,
-                    leakage: Mapping[str, Mapping[str, Any]] | None = None) -> str:
-    """The text of ``report.md``: protocol, results, paired tests, fidelity, leakage check, provenance, figures."""
-    lines = ["# bioaug evaluation report", "", "## Protocol", "",
-             "Splits are grouped by slide (or image/patient): no group contributes patches to both training and "
-             "test. Folds are stratified by class where possible; validation slides come from the training side; "
-             "a label budget keeps a fraction of the training slides. Every arm uses the same splits and seeds. "
-             "Generators for synthetic arms are trained on their fold's training slides only (checked). Cells "
-             f"show mean ± sd over runs (seeds × folds) [{100 * confidence:g}% percentile bootstrap CI of the mean, "
-             "resampling test images within each fold; ROC AUC resamples runs].",
-             ""]
-    lines += [f"- **{key}**: {value}" for key, value in protocol.items()] + [""]
+def _summary_sections(summary: Mapping[str, list[dict[str, Any]]], metrics: Sequence[str], *,
+                      where: str = "") -> list[str]:
+    """Result tables per budget, the main comparison and the paired tests of one summary (``where``: e.g.
+    ", external store hospital-b", appended to every heading)."""
+    lines: list[str] = []
     by_key = {(s["arm"], s["budget"], s["metric"]): s for s in summary["summaries"]}
     arms = _ordered([s["arm"] for s in summary["summaries"]])
     budgets = sorted({s["budget"] for s in summary["summaries"]})
@@ -185,21 +180,42 @@ def render_markdown(summary: Mapping[str, list[dict[str, Any]]], rows: Sequence[
         body = [[arm, str(by_key[(arm, budget, metrics[0])]["n"])]
                 + [_cell(by_key[(arm, budget, m)]) for m in metrics]
                 for arm in arms if (arm, budget, metrics[0]) in by_key]
-        lines += [f"## Results, label budget {_budget(budget)}", "",
+        lines += [f"## Results, label budget {_budget(budget)}{where}", "",
                   *_markdown_table(["arm", "runs", *(METRIC_LABELS.get(m, m) for m in metrics)], body)]
     if summary["comparisons"]:
-        lines += _main_comparison(summary["comparisons"], budgets)
+        lines += _main_comparison(summary["comparisons"], budgets, where=where)
         body = [[c["arm"], c["reference"], _budget(c["budget"]), METRIC_LABELS.get(c["metric"], c["metric"]),
                  str(c["n"]), _signed(c["mean_difference"]),
                  f"[{_signed(c.get('delta_ci_low', np.nan))}, {_signed(c.get('delta_ci_high', np.nan))}]",
                  _p_value(c["wilcoxon_p"]), _p_value(c["t_p"]), _number(c.get("detectable", np.nan))]
                 for c in summary["comparisons"]]
-        lines += ["## Paired comparisons (arm − reference over matched seed × fold cells)", "",
-                  "Δ CI: 95% bootstrap interval of the mean difference, resampling test images (the same draw "
-                  "for both arms). Detectable: the smallest mean difference a paired t-test at α = 0.05 would "
+        lines += [f"## Paired comparisons (arm − reference over matched seed × fold cells){where}", "",
+                  "Δ CI: 95% bootstrap interval of the mean difference, resampling matched runs and test images "
+                  "(the same draws for both arms). Detectable: the smallest mean difference a paired t-test at α = 0.05 would "
                   "find with 80% power, from the observed spread of the paired differences.", "",
                   *_markdown_table(["arm", "reference", "budget", "metric", "n", "Δ mean", "Δ 95% CI",
                                     "Wilcoxon p", "paired t p", "detectable Δ"], body)]
+    return lines
+
+
+def render_markdown(summary: Mapping[str, list[dict[str, Any]]], rows: Sequence[Mapping[str, Any]], *,
+                    metrics: Sequence[str], protocol: Mapping[str, Any], provenance: Mapping[str, Any],
+                    versions: Mapping[str, str], fidelity: Mapping[str, Mapping[str, Any]] | None,
+                    figures: Sequence[str], confidence: float,
+                    leakage: Mapping[str, Mapping[str, Any]] | None = None,
+                    external: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]] | None = None) -> str:
+    """The text of ``report.md``: protocol, results, paired tests, fidelity, leakage check, provenance, figures."""
+    lines = ["# bioaug evaluation report", "", "## Protocol", "",
+             "Splits are grouped by slide (or image/patient): no group contributes patches to both training and "
+             "test. Folds are stratified by class where possible; validation slides come from the training side; "
+             "a label budget keeps a fraction of the training slides. Every arm uses the same splits and seeds. "
+             "Generators for synthetic arms are trained on their fold's training slides only (checked). Cells "
+             f"show mean ± sd over runs (seeds × folds) [{100 * confidence:g}% percentile bootstrap CI of the mean, "
+             "resampling runs and the test images within each fold; ROC AUC resamples runs].",
+             ""]
+    lines += [f"- **{key}**: {value}" for key, value in protocol.items()] + [""]
+    lines += _summary_sections(summary, metrics)
+    budgets = sorted({s["budget"] for s in summary["summaries"]})
     if budgets:
         lines += _per_class_lines(rows, budgets[-1])
     if fidelity:
@@ -211,6 +227,14 @@ def render_markdown(summary: Mapping[str, list[dict[str, Any]]], rows: Sequence[
                   "on, against the fold's test slides (must share none) and the budget's training slides (must "
                   "contain them all); the evaluation refuses to run otherwise. Hashes are SHA-256 prefixes.", "",
                   *_keyed_table("cell", leakage)]
+    for name, (record, external_summary) in (external or {}).items():
+        absent = ", ".join(record["absent"]) or "none"
+        lines += [f"## External validation: {name}", "",
+                  f"Every classifier above, tested also on `{record.get('path', name)}` (never used for training, "
+                  "selection, pseudo-labels or generators). Confidence intervals resample its images. Training "
+                  f"classes it lacks (left out of macro-F1, not counted as zeros): {absent}. Shared slides, by name "
+                  "and by file hash:", "", *_keyed_table("external store", {name: record["leakage"]}),
+                  *_summary_sections(external_summary, metrics, where=f", external {name}")]
     lines += ["## Provenance", ""]
     lines += [f"- **{key}**: {value}" for key, value in provenance.items()]
     lines += [f"- **versions**: {', '.join(f'{k} {v}' for k, v in versions.items())}", ""]
@@ -275,6 +299,34 @@ def plot_budget_curves(summary: Mapping[str, list[dict[str, Any]]], path: Path, 
     _save_figure(figure, path)
 
 
+def plot_internal_external(summary: Mapping[str, list[dict[str, Any]]],
+                           external: Mapping[str, Mapping[str, list[dict[str, Any]]]], path: Path, *,
+                           metric: str = "macro_f1") -> None:
+    """Per arm, internal and external macro-F1 (mean with its CI) side by side; one panel per label budget."""
+    from matplotlib.figure import Figure
+
+    budgets = sorted({s["budget"] for s in summary["summaries"]})
+    arms = _ordered([s["arm"] for s in summary["summaries"]])
+    figure = Figure(figsize=(max(5.0, 1.1 * len(arms)) * len(budgets), 3.6))
+    axes = figure.subplots(1, len(budgets), squeeze=False)[0]
+    sets = {"internal": summary, **{f"external {name}": value for name, value in external.items()}}
+    width = 0.8 / len(sets)
+    for axis, budget in zip(axes, budgets):
+        for offset, (label, values) in enumerate(sets.items()):
+            found = {s["arm"]: s for s in values["summaries"] if s["budget"] == budget and s["metric"] == metric}
+            positions = [k + (offset - (len(sets) - 1) / 2) * width for k, arm in enumerate(arms) if arm in found]
+            means = np.array([found[arm]["mean"] for arm in arms if arm in found])
+            errors = np.array([[found[a]["mean"] - found[a]["ci_low"], found[a]["ci_high"] - found[a]["mean"]]
+                               for a in arms if a in found]).T
+            axis.bar(positions, means, width, yerr=np.nan_to_num(errors), capsize=2, label=label)
+        axis.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=8)
+        axis.set_ylabel(METRIC_LABELS.get(metric, metric))
+        axis.set_title(f"label budget {_budget(budget)}")
+        axis.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize="small")
+    _save_figure(figure, path)
+
+
 def plot_confusion_matrices(matrices: Mapping[str, np.ndarray], class_names: Sequence[str], path: Path) -> None:
     """Row-normalised confusion matrices (true rows, predicted columns), one panel per arm."""
     from matplotlib.figure import Figure
@@ -323,7 +375,8 @@ def write_report(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], *, clas
                  metrics: Sequence[str] = tuple(SCALAR_METRICS), references: Sequence[str] = ("classic", "real"),
                  fidelity: Mapping[str, Mapping[str, Any]] | None = None,
                  leakage: Mapping[str, Mapping[str, Any]] | None = None,
-                 samples: tuple[np.ndarray, np.ndarray] | None = None, confidence: float = 0.95,
+                 samples: tuple[np.ndarray, np.ndarray] | None = None,
+                 external: Mapping[str, Mapping[str, Any]] | None = None, confidence: float = 0.95,
                  n_resamples: int = 2000, seed: int = 0) -> dict[str, Path]:
     """Write the full report into ``out_dir`` and return {kind: path} of the files written.
 
@@ -346,6 +399,11 @@ def write_report(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], *, clas
         shared with the test set), tabled when given.
     samples
         (real, synthetic) uint8 patches for the side-by-side sample figure.
+    external
+        External store name -> {"rows": runs tested on it (as ``rows``, with ``test_set`` and ``classes``),
+        "leakage": the no-shared-slide proof, "absent": training classes it lacks, "path": its store}: an
+        external section each, with the same metrics, CIs and paired tests, and one figure of internal against
+        external macro-F1 per arm.
     confidence, n_resamples, seed
         Bootstrap settings for the confidence intervals (seeded, so the report is reproducible).
     """
@@ -369,6 +427,12 @@ def write_report(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], *, clas
     if samples is not None:
         plot_sample_grids(*samples, out_dir / REPORT_FILES["samples_figure"])
         written["samples_figure"] = out_dir / REPORT_FILES["samples_figure"]
+    external_summaries = {name: summarize_results(record["rows"], metrics=metrics, references=references,
+                                                  confidence=confidence, n_resamples=n_resamples, seed=seed)
+                          for name, record in (external or {}).items() if record["rows"]}
+    if external_summaries:
+        plot_internal_external(summary, external_summaries, out_dir / REPORT_FILES["external_figure"])
+        written["external_figure"] = out_dir / REPORT_FILES["external_figure"]
     versions = package_versions()
     figures = [path.name for path in written.values()]
     write_text_atomic(out_dir / REPORT_FILES["latex"], render_latex(summary, metrics=metrics))
@@ -376,10 +440,14 @@ def write_report(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], *, clas
     write_json_atomic(out_dir / REPORT_FILES["json"], {
         "protocol": dict(protocol), "provenance": dict(provenance), "versions": versions, "confidence": confidence,
         "class_names": list(class_names), "metrics": list(metrics), **summary,
-        "fidelity": dict(fidelity or {}), "leakage": dict(leakage or {}), "runs": [dict(row) for row in rows]})
+        "fidelity": dict(fidelity or {}), "leakage": dict(leakage or {}), "runs": [dict(row) for row in rows],
+        "external": {name: {"path": str(record.get("path", "")), "leakage": dict(record["leakage"]),
+                            "absent_classes": list(record["absent"]), **external_summaries.get(name, {}),
+                            "runs": [dict(row) for row in record["rows"]]} for name, record in (external or {}).items()}})
     written["json"] = out_dir / REPORT_FILES["json"]
     write_text_atomic(out_dir / REPORT_FILES["markdown"], render_markdown(
         summary, rows, metrics=metrics, protocol=protocol, provenance=provenance, versions=versions,
-        fidelity=fidelity, figures=figures, confidence=confidence, leakage=leakage))
+        fidelity=fidelity, figures=figures, confidence=confidence, leakage=leakage,
+        external={name: (external[name], external_summaries[name]) for name in external_summaries}))
     written["markdown"] = out_dir / REPORT_FILES["markdown"]
     return written

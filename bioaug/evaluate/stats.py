@@ -135,7 +135,8 @@ def image_bootstrap(runs: Mapping[Hashable, Mapping[str, Any]], metric: str, *, 
     """Resampled values (n_resamples,) of ``metric`` for every run, resampling whole test images.
 
     ``runs`` maps a run key to a row with ``fold`` and ``group_confusion`` ({image: confusion matrix}); rows
-    tested on another set than their fold's (an external store) name it as ``test_set``. Each resample
+    tested on another set than their fold's (an external store) name it as ``test_set``, and rows whose
+    macro-F1 averages over some classes only list them as ``classes``. Each resample
     draws every test set's images with replacement, the same draw for every run tested on it, so
     arms stay paired; a run's resampled confusion matrix is the draw-weighted sum of its images' matrices.
     Nuclei of one image share stain, focus and tissue, which makes a patch-level bootstrap too narrow.
@@ -152,7 +153,7 @@ def image_bootstrap(runs: Mapping[Hashable, Mapping[str, Any]], metric: str, *, 
         groups = by_fold[test_set]
         matrices = np.asarray([row["group_confusion"][g] for g in groups], dtype=np.float64)
         resampled = np.einsum("bg,gkl->bkl", weights[test_set], matrices)
-        values[key] = metric_from_confusion(metric, resampled)
+        values[key] = metric_from_confusion(metric, resampled, row.get("classes"))
     return values
 
 
