@@ -236,3 +236,16 @@ def test_nested_config_round_trips_through_yaml_and_dry_run(tmp_path, capsys, di
     assert printed["generator"]["steps"] == 9 and printed["augment"]["truncation"] == 0.7
     again = build_config(EvaluateConfig, yaml.safe_load(yaml.safe_dump(printed)))
     assert config_to_dict(again) == printed
+
+
+def test_a_store_whose_bytes_changed_is_refused_before_training(tmp_path, no_training, capsys):
+    store = make_disc_store(tmp_path / "store")
+    shard = sorted((tmp_path / "store" / "shards").iterdir())[0]
+    images = shard / "images.npy"
+    data = bytearray(images.read_bytes())
+    data[-100:] = bytes(100)  # same size, other pixels: the recorded content hash no longer holds
+    images.write_bytes(bytes(data))
+    assert main(["evaluate", str(store.path), "--out", str(tmp_path / "eval"), "--folds", "2"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert shard.name in error and "\n" not in error
+    assert not (tmp_path / "eval" / "work").exists()

@@ -577,16 +577,19 @@ def run_evaluation(store: PatchStore | str | Path, out: str | Path, config: Eval
                    progress: bool = True) -> Path:
     """Run the evaluation protocol on ``store`` and write the report into ``out``; returns ``out``.
 
-    Every check (options, group column, unlabelled pool, ready synthetic stores, generator leakage) runs
-    before the first classifier or generator is trained. Rerunning the same command resumes: finished
+    Every check (the stores' file hashes, options, group column, unlabelled pool, external stores, ready
+    synthetic stores, generator leakage) runs before the first classifier or generator is trained. Rerunning the same command resumes: finished
     generators, synthetic stores and classifier results under ``out/work`` are reused when their inputs are
     unchanged.
     """
     store = store if isinstance(store, PatchStore) else PatchStore(store)
     config = config or EvaluateConfig()
     out = Path(out)
-    cells = plan(store, config, out / "work")
+    store.verify(progress=progress)  # the content hash every result records must describe these very bytes
     pool = PatchStore(config.unlabelled) if config.unlabelled else None
+    if pool is not None:
+        pool.verify(progress=progress)
+    cells = plan(store, config, out / "work")
     externals = [open_external(name, path, store, pool, config.external_classes)
                  for name, path in config.external.items()]
     external_rows: dict[str, list[dict[str, Any]]] = {external.name: [] for external in externals}
