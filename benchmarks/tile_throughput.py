@@ -7,7 +7,7 @@ For each slide it measures, in the same run:
   2 single-threaded worker processes (``--scheduler local:2``, cluster start-up included).
 Each measurement runs in a fresh subprocess so peak memory (max RSS, including worker processes) is its own.
 Reported: patches/s, tissue megapixels/s (level-0 tissue area over wall time), peak memory, the ratio of
-tiling time to the baseline time, and the speed-ups over one worker. Results are printed and written as JSON.
+tiling time to the baseline time, and the speed-ups over one worker. Results are printed and written as JSON, with a picture beside it (``--replot`` redraws it).
 
     python benchmarks/tile_throughput.py                            # Aperio slide + 50k x 50k example
     python benchmarks/tile_throughput.py --example-size 10000 20000 # quicker; memory at two sizes
@@ -107,6 +107,32 @@ def bench_slide(slide: Path) -> dict:
     return row
 
 
+def plot(result: dict, path: Path) -> None:
+    """Seconds per slide for the OpenSlide baseline and each tiling run, with peak memory over the bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["results"]
+    names = ["OpenSlide decode"] + [name for name, _, _ in RUNS]
+    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.6), squeeze=False)
+    for axis, row in zip(axes[0], rows):
+        seconds = [row["openslide_seconds"]] + [row[name]["seconds"] for name, _, _ in RUNS]
+        bars = axis.bar(names, seconds, color=["#999999", "#0072b2", "#56b4e9", "#e69f00"])
+        for bar, name in zip(bars[1:], names[1:]):
+            axis.annotate(f"{row[name]['peak_mib']:.0f} MiB", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                          ha="center", va="bottom", fontsize=7)
+        axis.set_title(f"{row['slide']}\n{row['chunks']} chunks, {row[names[1]]['patches']} patches", fontsize=9)
+        axis.set_ylabel("seconds")
+        axis.tick_params(axis="x", labelsize=7, rotation=20)
+    load = ", ".join(map(str, result["load_average_1_5_15"]))
+    fig.suptitle(f"bioaug tile: wall time and peak memory ({result['cpu_count']} cores, load {load})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--example-size", type=int, nargs="+", default=[50_000],
@@ -114,6 +140,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bioaug-bench",
                         help="where the example slide is written (kept for reuse)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tile_throughput.json")
+    parser.add_argument("--replot", action="store_true", help="only redraw the picture from --out")
     parser.add_argument("--one", nargs=3, metavar=("KIND", "SLIDE", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -123,6 +150,9 @@ def main() -> None:
         else:
             result = measure_tiling(slide, int(workers), f"local:{workers}" if kind == "dask" else None)
         print(json.dumps(result))
+        return
+    if args.replot:
+        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
         return
 
     from bioaug.example import write_example_slide
@@ -148,7 +178,8 @@ def main() -> None:
               "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
               "cpu_count": os.cpu_count(), "versions": package_versions()}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written {args.out}")
+    plot(result, args.out.with_suffix(".png"))
+    print(f"written {args.out} and {args.out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
