@@ -219,7 +219,7 @@ class Trainer:
         else:
             _seed_everything(_stream_seed(self.config.seed, self.context.rank))
         start = self.step
-        if start >= self.config.steps or self._out_of_time(0.0, check=True):
+        if start >= self.config.steps or self._out_of_time(check=True):
             if self.progress:
                 write(f"{self.out}: already trained for {start} steps ({self.train_seconds:.0f} s); raise steps "
                       f"or time-budget to train further")
@@ -248,7 +248,7 @@ class Trainer:
                 if self.step % self.augment.interval == 0:
                     self.augment.adjust(self.context.all_reduce_sum)
                 self.train_seconds = seconds_before + time.perf_counter() - loop_start
-                out_of_time = self._out_of_time(self.train_seconds, check=self.step % self.config.log_every == 0)
+                out_of_time = self._out_of_time(check=self.step % self.config.log_every == 0)
                 last = self.step == self.config.steps or out_of_time
                 record: dict[str, Any] = {}
                 if self.step % self.config.log_every == 0 or last:
@@ -274,12 +274,12 @@ class Trainer:
         if self.context.is_main:
             self._log({"event": "end", "step": self.step, "time": _now()})
 
-    def _out_of_time(self, seconds: float, *, check: bool) -> bool:
-        """Whether the time budget is spent; agreed by every rank, which compare only when ``check``."""
+    def _out_of_time(self, *, check: bool) -> bool:
+        """Whether ``train_seconds`` has reached the time budget; agreed by every rank (a collective call, so
+        ranks compare only when ``check``, every ``log_every`` steps)."""
         if not self.config.time_budget or not check:
             return False
-        spent = torch.tensor([float(max(seconds, self.train_seconds) >= self.config.time_budget)],
-                             device=self.device)
+        spent = torch.tensor([float(self.train_seconds >= self.config.time_budget)], device=self.device)
         return bool(self.context.all_reduce_sum(spent).item() > 0)
 
     def discriminator_loss(self, generator: torch.nn.Module, discriminator: torch.nn.Module,
