@@ -328,6 +328,12 @@ def test_hematoxylin_reference_follows_the_stain():
     assert hematoxylin_reference(image, mask) == pytest.approx(hematoxylin_reference(image[:80]))
     with pytest.raises(ValueError):
         hematoxylin_reference(image, mask[:10])
+    # several regions of one slide are pooled; glass adds nothing
+    regions = [image[:80], np.full((30, 50, 3), 255, np.uint8), image[80:]]
+    assert hematoxylin_reference(regions) == pytest.approx(hematoxylin_reference(image), rel=0.02)
+    assert hematoxylin_reference([image[:80]], [mask[:80]]) == pytest.approx(hematoxylin_reference(image[:80]))
+    with pytest.raises(ValueError):
+        hematoxylin_reference(regions, [mask])
 
 
 def test_stain_reference_scales_weak_slides_up_and_leaves_others_as_they_are():
