@@ -10,6 +10,7 @@ import pytest
 from bioaug.errors import StoreError
 from bioaug.example import write_example_slide
 from bioaug.tile import TileConfig, chunks, tile
+from tile_helpers import interrupt_after
 
 distributed = pytest.importorskip("distributed")
 
@@ -19,6 +20,17 @@ def fine_example(tmp_path_factory):
     """An example slide with small tiles, so that a run splits into several chunks."""
     return write_example_slide(tmp_path_factory.mktemp("fine") / "fine.tiff", width=1024, height=1024, seed=5,
                                tile_size=64)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def patient_timeouts():
+    """On a machine shared with long runs, worker processes may take minutes to start or answer; a test
+    here is about results, not latency, so Dask waits longer than its defaults before giving up."""
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "300s", "distributed.comm.timeouts.tcp": "300s",
+                          "distributed.deploy.lost-worker-timeout": "300s"}):
+        yield
 
 
 def local_cluster(workers: int):
@@ -51,15 +63,8 @@ def test_two_dask_workers_give_the_local_pools_store(fine_example, tmp_path, cli
 
 def test_a_cancelled_run_resumes_on_dask_to_the_same_store(fine_example, tmp_path, client, monkeypatch):
     straight = tile([fine_example.path], tmp_path / "straight", config_for(fine_example), progress=False)
-    real_run_chunk, done = chunks.run_chunk, []
-
-    def cancel_after_two(job):
-        if len(done) == 2:
-            raise KeyboardInterrupt
-        done.append(job.shard)
-        return real_run_chunk(job)
-
-    monkeypatch.setattr(chunks, "run_chunk", cancel_after_two)
+    done: list[str] = []
+    monkeypatch.setattr(chunks, "run_chunk", interrupt_after(2, done))
     with pytest.raises(KeyboardInterrupt):
         tile([fine_example.path], tmp_path / "resumed", config_for(fine_example), progress=False)
     monkeypatch.undo()

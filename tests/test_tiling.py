@@ -14,6 +14,7 @@ from bioaug.errors import StoreError
 from bioaug.store import PatchStore
 from bioaug.tile import TileConfig, chunks, tile
 from conftest import shared_data
+from tile_helpers import interrupt_after
 
 
 @pytest.fixture(scope="module")
@@ -111,16 +112,9 @@ def test_interrupted_run_resumes_to_the_same_store(fine_example, tmp_path, monke
     config = TileConfig(label_by="points", labels=[str(fine_example.nuclei_csv)], region_size=128, qc=False)
     straight = tile([fine_example.path], tmp_path / "straight", config, progress=False)
     assert len(list((tmp_path / "straight" / "shards").iterdir())) >= 2
-    calls = []
+    calls: list[str] = []
     real_run_chunk = chunks.run_chunk
-
-    def crash_after_one(job):
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-        calls.append(job.shard)
-        return real_run_chunk(job)
-
-    monkeypatch.setattr(chunks, "run_chunk", crash_after_one)
+    monkeypatch.setattr(chunks, "run_chunk", interrupt_after(1, calls))
     with pytest.raises(KeyboardInterrupt):
         tile([fine_example.path], tmp_path / "resumed", config, progress=False)
     assert len(list((tmp_path / "resumed" / "shards").iterdir())) == 1
