@@ -267,17 +267,19 @@ class Evaluation:
                 rows.append(self.run_arm(cell, arm, seed, extra)[0])
         return rows, generator
 
-    def run_arm(self, cell: Cell, arm: Arm, seed: int, extra: Extra | None) -> tuple[dict[str, Any], nn.Module | None]:
+    def run_arm(self, cell: Cell, arm: Arm, seed: int, extra: Extra | None, *,
+                count: bool = True) -> tuple[dict[str, Any], nn.Module | None]:
         """Train and test ``arm`` with ``seed``; (report row, model or None when the result was reused).
 
         The result file is reused when its key (settings, arm, seed, training and extra patches) matches.
+        ``count`` advances the progress bar (not for a model trained early because a later step needs it).
         """
         path = cell.directory / "results" / f"{arm.name}-seed-{seed}.json"
         key = sha256_json({"settings": self.settings, "arm": dataclasses.asdict(arm), "seed": seed,
                            "train": cell.train_store.content_hash, "extra": extra.sha256 if extra else None})
         done = _read_json(path)
         if done is not None and done.get("key") == key:
-            self.bar.update()
+            self.bar.update(int(count))
             return self._row(done), None
         images, labels = self.train
         started = time.perf_counter()
@@ -315,7 +317,7 @@ class Evaluation:
         write_json_atomic(path, result)
         log.info("%s, %s seed %d: macro-F1 %.3f, balanced accuracy %.3f (%.0f s)", cell.name, arm.name, seed,
                  result["macro_f1"], result["balanced_accuracy"], result["seconds"])
-        self.bar.update()
+        self.bar.update(int(count))
         return self._row(result), model
 
     def _row(self, result: dict[str, Any]) -> dict[str, Any]:
@@ -338,7 +340,7 @@ class Evaluation:
                 self.models[(name, seed)] = model.eval()
                 return model
         path.with_suffix(".json").unlink(missing_ok=True)
-        model = self.run_arm(cell, ARMS[name], seed, None)[1]
+        model = self.run_arm(cell, ARMS[name], seed, None, count=False)[1]
         assert model is not None
         return model
 
