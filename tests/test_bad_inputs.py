@@ -385,10 +385,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 
 #: Cases that break the promise today, each with why; strict, so a fix shows up as a failure to remove it here.
-KNOWN_BROKEN = {
-    "image_without_tissue": "bioaug.tile logs a per-slide 'no tissue found' warning before the error line that "
-                            "says the same, so a one-slide run prints two lines",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_BROKEN[name], strict=True))

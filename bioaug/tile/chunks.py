@@ -72,7 +72,7 @@ def _cut_region(slide: Slide, job: ChunkJob, region: Region) -> _Cut:
     if plan.scale != 1.0:
         rgb = resample(rgb, plan.scale)
     valid = _inside_slide(rgb.shape[:2], (origin_x, origin_y), job.level_size, plan.scale)
-    nuclei = detect_nuclei(rgb, mpp=job.target_mpp)
+    nuclei = detect_nuclei(rgb, mpp=job.target_mpp, stain_reference=job.stain_reference)
     # detections in read-level pixels
     det_x = origin_x + nuclei.x / plan.scale
     det_y = origin_y + nuclei.y / plan.scale

@@ -84,6 +84,9 @@ class ChunkJob:
     cache_bytes: int
     points: Points | None = None
     slide_label: str = ""
+    stain_reference: float | None = None
+    """The slide's haematoxylin reference level (``nuclei.hematoxylin_reference``): detection thresholds are
+    relative to it, so a weakly stained slide's nuclei are still found. None: the detector's absolute scale."""
 
 
 @dataclass
@@ -129,8 +132,6 @@ def plan_slide(slide: Slide, out: Path, config: TileConfig, labels: SlideLabels,
     points = labels.points
     thumbnail, thumb_scale = slide.thumbnail(THUMBNAIL_SIDE)
     tissue = _checked_mask(masker(thumbnail), thumbnail, slide.path)
-    if not tissue.any() and points is None:
-        log.warning("%s: no tissue found; it gives no patches", slide.path)
     margin = int(math.ceil(TISSUE_MARGIN_UM / slide.mpp * thumb_scale))
     widened = ndi.binary_dilation(tissue, iterations=margin) if margin and tissue.any() else tissue
     plan = slide.plan_for(config.mpp)
@@ -154,6 +155,7 @@ def plan_slide(slide: Slide, out: Path, config: TileConfig, labels: SlideLabels,
             if has_points or (points is None and tissue.any() and mask_fraction(tissue, box) >= config.min_tissue):
                 regions.append(region)
                 tissue_mm2.append(fraction * region.width * region.height * plan.level_mpp ** 2 / 1e6)
+    stain_reference = slide_stain_reference(slide, plan, regions, tissue_mm2)
     slide_hash = sha256_file(slide.path)
     stem = shard_stem(slide.name)
     per_chunk = max(1, min(CHUNK_ROWS * columns, math.ceil(len(regions) / MIN_CHUNKS_PER_SLIDE)))
@@ -166,16 +168,42 @@ def plan_slide(slide: Slide, out: Path, config: TileConfig, labels: SlideLabels,
                            "halo": halo, "patch": config.patch_size, "mpp": config.mpp, "detection": detection,
                            "points": [chunk_points.x, chunk_points.y, chunk_points.label] if chunk_points else None,
                            "label": labels.label, "slide_mpp": slide.mpp,
-                           "border": [config.border, config.max_padded]})
+                           "border": [config.border, config.max_padded],
+                           "stain_reference": None if stain_reference is None else round(stain_reference, 5)})
         jobs.append(ChunkJob(store=str(out), shard=f"{stem}.{index:04d}", input_key=key, slide_path=str(slide.path),
                              slide_mpp=slide.mpp, plan=plan, level_size=(level_width, level_height), regions=chunk,
                              halo=halo, patch_size=config.patch_size, target_mpp=config.mpp, border=config.border,
                              max_padded=config.max_padded, tissue=widened, tissue_scale=thumb_scale,
                              tissue_mm2=sum(tissue_mm2[start:start + per_chunk]),
-                             cache_bytes=config.cache_mb << 20, points=chunk_points, slide_label=labels.label))
+                             cache_bytes=config.cache_mb << 20, points=chunk_points, slide_label=labels.label,
+                             stain_reference=stain_reference))
     return SlidePlan(path=slide.path, name=slide.name, sha256=slide_hash, mpp=slide.mpp,
                      dimensions=slide.dimensions, thumbnail=thumbnail, tissue=tissue, tissue_scale=thumb_scale,
                      jobs=jobs)
+
+
+#: Regions (those with the most tissue) read at detection resolution for a slide's haematoxylin reference.
+STAIN_REFERENCE_REGIONS = 4
+
+
+def slide_stain_reference(slide: Slide, plan: ReadPlan, regions: Sequence[Region],
+                          tissue_mm2: Sequence[float]) -> float | None:
+    """The slide's haematoxylin reference, from its most tissue-rich regions read as detection sees them.
+
+    Measured at detection resolution, not on the overview, where nuclei blur into stroma and the percentile
+    drops; one value per slide, so every chunk (and every worker) detects on the same scale.
+    """
+    from ..nuclei import hematoxylin_reference
+    from .chunks import resample
+
+    best = sorted(range(len(regions)), key=lambda i: -tissue_mm2[i])[:STAIN_REFERENCE_REGIONS]
+    if not best:
+        return None
+    images = [slide.read_region(plan.level, regions[i].x, regions[i].y, regions[i].width, regions[i].height)
+              for i in best]
+    reference = hematoxylin_reference([resample(image, plan.scale) if plan.scale != 1.0 else image
+                                       for image in images])
+    return float(reference) if math.isfinite(reference) else None
 
 
 def shard_stem(slide_name: str) -> str:

@@ -74,6 +74,9 @@ def tile(slides: Sequence[str | Path], out: str | Path, config: TileConfig | Non
             names = ", ".join(plan.name for plan in plans[:3]) + (" ..." if len(plans) > 3 else "")
             raise SlideError(plans[0].path if len(plans) == 1 else names,
                              f"{source.nothing_to_tile} the slide(s); nothing to tile")
+        for plan in plans:  # after the check above, so a run with nothing at all to tile says it once
+            if not plan.jobs and not plan.tissue.any():
+                log.warning("%s: no tissue found; it gives no patches", plan.path)
         header = _header(out, config, plans, class_names, source.inputs())
         if client is not None:
             probe_workers(client, out)
