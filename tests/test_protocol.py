@@ -204,7 +204,8 @@ def test_a_pool_of_other_slides_or_patch_size_is_a_one_line_error(hashed_store, 
 
 def test_pseudo_label_trains_on_the_budget_and_the_pool_only(hashed_store, tmp_path):
     pool = make_pool_store(tmp_path / "pool", hashed_store, hashes=_hashes(hashed_store))
-    config = EvaluateConfig(**{**TINY, "budgets": [0.5], "arms": ["classic", "pseudo_label", "classic+synthetic"],
+    config = EvaluateConfig(**{**TINY, "budgets": [0.5], "arms": ["classic", "pseudo_label", "classic+synthetic",
+                                                                  "pseudo_label+selected"],
                                "unlabelled": str(pool.path), "pseudo_label_threshold": 0.0})
     out = protocol.run_evaluation(hashed_store, tmp_path / "eval", config, progress=False)
     cell = out / "work" / "fold-0" / "budget-0.50"
@@ -216,6 +217,9 @@ def test_pseudo_label_trains_on_the_budget_and_the_pool_only(hashed_store, tmp_p
     pseudo = np.load(cell / "results" / "pseudo-seed-0.npz")
     assert result["n_train"] == len(train_store) and result["n_extra"] == len(pseudo["rows"]) == len(pool_store)
     assert result["batch"] == {"real": 8, "extra": 8} and result["steps"] == 8
+    both = json.loads((cell / "results" / "pseudo_label+selected-seed-0.json").read_text())
+    assert both["n_extra"] == len(pseudo["rows"]) + len(PatchStore(cell / "selected"))  # the two sources pooled
+    assert both["steps"] == 8 and both["augmentation"] == "geometric+stain"
     gan_store = PatchStore(cell / "gan-store")  # the generator learns from the pseudo-labelled pool too
     assert len(gan_store) == len(train_store) + len(pool_store)
     assert set(gan_store.slides) == set(train_store.slides) | set(pool_store.slides)

@@ -23,19 +23,25 @@ class Arm:
     classic: bool = False
     """Train with the classic augmentation recipe (``EvaluateConfig.classic_recipe``)."""
     extra: str | None = None
-    """Source of the extra patches in every batch (one of ``EXTRA_SOURCES``), or None."""
+    """Source of the extra patches in every batch (one of ``EXTRA_SOURCES``, or several joined by ``+``, whose
+    patches are pooled), or None."""
     extra_only: bool = False
     """Train on the extra patches alone (test on real ones)."""
     network: bool = True
     """False for the colour-statistics baseline, which trains no network."""
 
     @property
+    def sources(self) -> list[str]:
+        """The extra-patch sources this arm pools (empty without extra patches)."""
+        return self.extra.split("+") if self.extra else []
+
+    @property
     def needs_generator(self) -> bool:
-        return self.extra in ("synthetic", "selected")
+        return any(source in ("synthetic", "selected") for source in self.sources)
 
     @property
     def needs_pool(self) -> bool:
-        return self.extra == "pseudo"
+        return "pseudo" in self.sources
 
 
 ARMS: dict[str, Arm] = {}
@@ -59,6 +65,8 @@ for _arm in (
         extra="selected"),
     Arm("pseudo_label", "classic augmentation plus unlabelled-pool patches labelled by the classic classifier "
         "(the semi-supervised baseline)", classic=True, extra="pseudo"),
+    Arm("pseudo_label+selected", "classic augmentation plus the pseudo-labelled pool and selected generated "
+        "patches, pooled in the batches' extra share", classic=True, extra="pseudo+selected"),
     Arm("synthetic_only", "generated patches alone, tested on real ones", extra="synthetic", extra_only=True),
     Arm("colour", "scikit-learn on colour statistics: how far colour alone gets", network=False),
 ):

@@ -258,13 +258,10 @@ class Evaluation:
         for seed in self.config.seeds:
             for name in sorted(self.config.arms, key=lambda arm: arm not in KEPT_MODELS):
                 arm = ARMS[name]
-                extra = None
-                if arm.needs_pool:
-                    extra = self.pseudo_labels(cell, seed)
-                elif arm.extra is not None:
-                    chosen = stores[arm.extra]
-                    extra = Extra(chosen.images(), chosen.labels, chosen.content_hash)
-                rows.append(self.run_arm(cell, arm, seed, extra)[0])
+                parts = [self.pseudo_labels(cell, seed) if source == "pseudo" else
+                         Extra(stores[source].images(), stores[source].labels, stores[source].content_hash)
+                         for source in arm.sources]
+                rows.append(self.run_arm(cell, arm, seed, _pooled(parts))[0])
         return rows, generator
 
     def run_arm(self, cell: Cell, arm: Arm, seed: int, extra: Extra | None, *,
@@ -487,7 +484,7 @@ class Evaluation:
         generator_slides = set(map(str, synthetic.header.provenance.get("training_slides", [])))
         _check_generator(generator_slides, cell, synthetic.path)
         stores = {"synthetic": synthetic}
-        if any(ARMS[arm].extra == "selected" for arm in config.arms):
+        if any("selected" in ARMS[arm].sources for arm in config.arms):
             stores["selected"] = select_synthetic(synthetic, cell.train_store, selected_dir, augment_config,
                                                   scorer=scorer, progress=self.progress)
         rng = np.random.default_rng(config.split_seed)
@@ -520,6 +517,14 @@ class Evaluation:
                               "shared with test": len((generator_slides | pool_slides) & cell.test_slides)}}
         write_json_atomic(cell.directory / "synthetic.json", record)
         return record, stores
+
+
+def _pooled(parts: list[Extra]) -> Extra | None:
+    """One arm's extra patches from its sources: the single one as it is, several pooled (hash of their hashes)."""
+    if len(parts) < 2:
+        return parts[0] if parts else None
+    return Extra(np.concatenate([part.images for part in parts]), np.concatenate([part.labels for part in parts]),
+                 sha256_json([part.sha256 for part in parts]))
 
 
 def _recorded_stores(record: dict[str, Any]) -> dict[str, PatchStore] | None:

@@ -115,7 +115,7 @@ def _signed(value: float) -> str:
     return f"{value:+.3f}" if np.isfinite(value) else "–"
 
 
-MAIN_ARMS = ("classic+synthetic", "classic+selected", "pseudo_label", "real")
+MAIN_ARMS = ("classic+synthetic", "classic+selected", "pseudo_label", "pseudo_label+selected", "real")
 """The arms of the paper's question, each read against ``classic`` (standard practice) in the main comparison."""
 
 
