@@ -29,6 +29,7 @@ versions) and a figure of F1 against stain strength (PNG, beside the JSON) are w
 """
 from __future__ import annotations
 
+import os
 import argparse
 import math
 import sys
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     write_json_atomic(args.out, {
         "benchmark": "CRCHistoPhenotypes nucleus detection: accuracy, speed, stain strength",
-        "data": str(args.data.resolve()),
+        "data": os.path.relpath(args.data.resolve(), REPO),  # committed results name paths relative to the repo
         "radius_px": args.radius,
         "mpp": args.mpp,
         "coordinates": "annotation centres are MATLAB 1-based; 1 is subtracted before matching",
