@@ -29,9 +29,9 @@ versions) and a figure of F1 against stain strength (PNG, beside the JSON) are w
 """
 from __future__ import annotations
 
-import os
 import argparse
 import math
+import os
 import sys
 import time
 from dataclasses import asdict
