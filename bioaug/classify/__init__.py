@@ -12,8 +12,8 @@ _LAZY = {
     "RECIPES": "augmentation", "build_augmentation": "augmentation",
     "ClassifierConfig": "config",
     "NETWORKS": "networks", "build_network": "networks",
-    "extract_features": "train", "predict_proba": "train", "state_dict_sha256": "train",
-    "train_classifier": "train",
+    "extract_features": "train", "load_classifier": "train", "predict_proba": "train",
+    "save_classifier": "train", "state_dict_sha256": "train", "train_classifier": "train",
 }
 
 __all__ = sorted(_LAZY)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import pickle
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -19,8 +21,9 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..progress import progress_bar
+from ..provenance import atomic_path
 from .augmentation import build_augmentation
 from .config import ClassifierConfig
 from .networks import build_network
@@ -310,6 +313,27 @@ def extract_features(model: nn.Module, images: np.ndarray, *, batch_size: int = 
         return _batched(model, images, batch_size, device, features)
     finally:
         hook.remove()
+
+
+def save_classifier(model: nn.Module, path: Path) -> None:
+    """Write ``model``'s weights to ``path`` atomically (a killed run never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
+
+
+def load_classifier(path: Path, network: str, n_classes: int) -> nn.Module:
+    """The classifier ``network`` with the weights saved at ``path``, in eval mode.
+
+    Loaded with ``weights_only=True``; an unreadable or mismatched file is a one-line ``CheckpointError``.
+    """
+    model = build_network(network, n_classes)
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(path, f"unreadable classifier weights ({type(exc).__name__}); delete the file to "
+                                    "retrain") from None
+    return model.eval()
 
 
 def state_dict_sha256(model: nn.Module) -> str:

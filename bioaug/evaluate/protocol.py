@@ -45,10 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from ..classify import (build_network, extract_features, predict_proba, state_dict_sha256,
+from ..classify import (extract_features, load_classifier, predict_proba, save_classifier, state_dict_sha256,
                         train_classifier)
 from ..config import config_to_dict
 from ..errors import CheckpointError, ConfigError, StoreError
@@ -303,8 +302,7 @@ class Evaluation:
                     "n_train": history["n_train"], "n_extra": history["n_extra"],
                     "augmentation": config.augmentation, "network": config.network,
                     "model_sha256": state_dict_sha256(model)}
-            with atomic_path(path.with_suffix(".pt")) as tmp:  # for external tests added later, and reuse
-                torch.save(model.state_dict(), tmp)
+            save_classifier(model, path.with_suffix(".pt"))  # for external tests added later, and reuse
             if arm.name in KEPT_MODELS:
                 self.models[(arm.name, seed)] = model
         result = {"key": key, "arm": arm.name, "fold": cell.fold, "budget": cell.budget, "seed": seed,
@@ -331,10 +329,9 @@ class Evaluation:
         path = cell.directory / "results" / f"{name}-seed-{seed}"
         done = _read_json(path.with_suffix(".json"))
         if done is not None and path.with_suffix(".pt").is_file():
-            model = build_network(self.config.classifier.network, self.n_classes)
-            model.load_state_dict(torch.load(path.with_suffix(".pt"), map_location="cpu", weights_only=True))
+            model = load_classifier(path.with_suffix(".pt"), self.config.classifier.network, self.n_classes)
             if state_dict_sha256(model) == done.get("model_sha256"):
-                self.models[(name, seed)] = model.eval()
+                self.models[(name, seed)] = model
                 return model
         path.with_suffix(".json").unlink(missing_ok=True)
         model = self.run_arm(cell, ARMS[name], seed, None, count=False)[1]
@@ -367,12 +364,12 @@ class Evaluation:
             if cached is None or cached.get("key") != key:
                 images = external.images() if images is None else images
                 if arm.network:
-                    model = build_network(done.get("network", self.config.classifier.network), self.n_classes)
                     weights = result.with_suffix(".pt")
                     if not weights.is_file():
                         raise StoreError(weights, "missing: this classifier's weights were not kept, so it cannot "
                                                   "be tested on an external store; delete its result to retrain")
-                    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+                    model = load_classifier(weights, done.get("network", self.config.classifier.network),
+                                            self.n_classes)
                     probabilities = predict_proba(model, images, batch_size=512, device=self.device)
                 else:
                     probabilities = colour_baseline(*self.train, images, self.n_classes, seed=seed)

@@ -11,7 +11,6 @@ features (N, D)) works, so tests and other feature networks need no training her
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,12 +19,12 @@ import numpy as np
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from ..classify import (ClassifierConfig, build_network, extract_features, predict_proba, state_dict_sha256,
-                        train_classifier)
+from ..classify import (ClassifierConfig, extract_features, load_classifier, predict_proba, save_classifier,
+                        state_dict_sha256, train_classifier)
 from ..config import config_to_dict
-from ..errors import CheckpointError, StoreError
+from ..errors import StoreError
 from ..progress import progress_bar
-from ..provenance import atomic_path, sha256_json, write_json_atomic
+from ..provenance import sha256_json, write_json_atomic
 from ..store import PatchStore, subset_store
 from .config import AugmentConfig
 from .records import class_tally, write_csv_atomic
@@ -60,22 +59,14 @@ def train_scorer(real: PatchStore, config: AugmentConfig, device: torch.device |
     labelled = np.flatnonzero(real.labels >= 0)
     key = sha256_json({"real": real.content_hash, "classifier": config_to_dict(chosen)})
     path = cache / f"{key[:24]}.pt" if cache is not None else None
-    model = build_network(chosen.network, len(real.class_names))
     cached = path is not None and path.is_file()
     if cached:
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as exc:
-            raise CheckpointError(path, f"unreadable cached selection classifier ({type(exc).__name__}); delete "
-                                        "it to retrain") from None
-        model.eval()
+        model = load_classifier(path, chosen.network, len(real.class_names))
     else:
         model, _ = train_classifier(real.images(labelled), real.labels[labelled], None, None,
                                     len(real.class_names), chosen, device=device)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:
-                torch.save(model.state_dict(), tmp)
+            save_classifier(model, path)
 
     def scorer(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (predict_proba(model, images, batch_size=config.batch_size, device=device),
