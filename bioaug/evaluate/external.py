@@ -50,9 +50,7 @@ def open_external(name: str, path: str | Path, store: PatchStore, pool: PatchSto
         or by file content).
     """
     source = f"external {name}"
-    if not (Path(path) / "store.json").is_file():
-        raise ConfigError(source, f"no patch store at {path}")
-    external = PatchStore(path)
+    external = PatchStore(path)  # EvaluateConfig.validate has checked that a store is there
     external.verify(progress=False)
     if external.patch_size != store.patch_size or not np.isclose(external.mpp, store.mpp):
         raise ConfigError(source, f"{path} has {external.patch_size} px patches at {external.mpp:g} µm/px, the "
