@@ -1,9 +1,9 @@
 """Choosing the generator by fidelity at equal training time, not by step count.
 
 Every variant (a generator preset, with or without the unlabelled rows, with or without LeCam) trains for the
-same wall-clock budget (``TrainConfig.time_budget``) on the same store, one after the other with the same
-number of threads. Then each is judged in one feature space, the penultimate layer of a classifier trained on
-the real labelled patches (the augment stage's selection classifier, so "kept by selection" means what it
+same budget (``TrainConfig.time_budget``, in wall or CPU seconds) on the same store with the same number of
+threads, one after the other or ``--jobs`` at a time. Then each is judged in one feature space, the
+penultimate layer of a classifier trained on the real labelled patches (the augment stage's selection classifier, so "kept by selection" means what it
 means in ``bioaug augment --select``):
 
 - Fréchet distance, KID, precision/recall and two-sample accuracy (``bioaug.evaluate.fidelity``) between the
@@ -14,14 +14,15 @@ means in ``bioaug augment --select``):
 
 Writes ``results.json``, ``results.md`` and ``generator_choice.png`` under ``--out``; the runs and the cached
 classifier go under ``--work`` (rerunning reuses finished runs: their budget is spent). For example, the
-fold-0, 10% cell with its unlabelled pool, 30 minutes per variant::
+fold-0, 10% cell with its unlabelled pool, 30 CPU minutes per variant, four variants side by side::
 
-    python benchmarks/generator_choice.py --store crc-eval/work/fold-0/budget-0.10/train-store \\
-        --unlabelled crc-pool-fold-0 --reference crc-eval/work/fold-0/budget-1.00/train-store \\
-        --presets plain resnet --unlabelled-modes ignore discriminator --budget-s 1800 --threads 2
+    python benchmarks/generator_choice.py --store crc-eval/work/fold-0/budget-0.10/gan-store \\
+        --unlabelled crc-eval/work/fold-0/budget-0.10/pool-store --reference fold-0-training-images-store \\
+        --presets plain resnet --unlabelled-modes ignore discriminator --budget-s 1800 --budget-clock cpu \\
+        --threads 1 --jobs 4
 
-(``--store`` may also be a cell's pseudo-labelled generator store, whose unconfident pool rows carry label -1:
-then ``ignore`` is "pseudo-labels alone" and ``discriminator`` adds the rest of the pool as unlabelled rows.)
+(With a cell's pseudo-labelled generator store as ``--store``, ``ignore`` is "pseudo-labels alone" and
+``discriminator`` adds the rest of the pool, the patches not confidently pseudo-labelled, as unlabelled rows.)
 
 A tiny smoke run (tests/test_gan_choice.py does this on a generated store)::
 
@@ -79,29 +80,41 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def training_store(store, unlabelled, work: Path):
-    """The store the generators train on: ``store`` alone, or with every row of ``unlabelled`` as label -1."""
+    """The store the generators train on, and how many unlabelled rows it gained: ``store`` alone, or with the
+    rows of ``unlabelled`` it does not already hold (same pixels) as label -1.
+
+    A cell's generator store already holds the pool's confidently pseudo-labelled patches; leaving those out
+    here gives the store ``bioaug evaluate`` builds with ``generator.unlabelled=discriminator``.
+    """
     if unlabelled is None:
-        return store
+        return store, 0
     from bioaug.evaluate.pool import write_labelled_union
 
-    rows = np.arange(len(unlabelled))
-    return write_labelled_union(store, unlabelled, rows, np.full(len(rows), -1), work / "train-store",
-                                provenance={"made_by": "benchmarks/generator_choice.py"})
+    held = {patch.tobytes() for patch in store.images(np.arange(len(store)))}
+    rows = np.array([row for row, patch in enumerate(unlabelled.images(np.arange(len(unlabelled))))
+                     if patch.tobytes() not in held], dtype=np.int64)
+    union = write_labelled_union(store, unlabelled, rows, np.full(len(rows), -1), work / "train-store",
+                                 provenance={"made_by": "benchmarks/generator_choice.py"})
+    return union, len(rows)
 
 
 def train_variant(variant: Variant, store, work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """Train one variant for the budget; return its run and what the training did."""
+    import torch
+
     from bioaug.config import build_config
     from bioaug.gan import TrainConfig, load_checkpoint, train
+
+    torch.set_num_threads(args.threads)  # again: a worker process starts with torch's default
 
     values = {"steps": 10 ** 9, "snapshot_every": 10 ** 9, "checkpoint_every": 500, "log_every": 25,
               "device": args.device, "seed": args.seed, **_overrides(args.set),
               "preset": variant.preset, "unlabelled": variant.unlabelled, "lecam": variant.lecam,
-              "time_budget": args.budget_s}
+              "time_budget": args.budget_s, "budget_clock": args.budget_clock}
     config = build_config(TrainConfig, values, source="--set")
     cpu_before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
     wall_before = time.perf_counter()
-    run = train(store, work / "runs" / variant.name, config, progress=not args.quiet)
+    run = train(store, work / "runs" / variant.name, config, progress=not (args.quiet or args.jobs > 1))
     state = load_checkpoint(run / "checkpoint.pt")
     lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     rates = [line["images_per_s"] for line in lines if "images_per_s" in line]
@@ -110,6 +123,27 @@ def train_variant(variant: Variant, store, work: Path, args: argparse.Namespace)
                  "this_call_cpu_s": round(resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu_before, 1),
                  "images_per_s_median": float(np.median(rates)) if rates else None,
                  "config": state["config"]}
+
+
+def train_all(variants: list[Variant], store, work: Path, args: argparse.Namespace) -> list[tuple]:
+    """Train every variant, ``args.jobs`` at a time; (variant, run, training record) in variant order."""
+    if args.jobs == 1:
+        trained = []
+        for variant in variants:
+            print(f"training {variant.name} for {args.budget_s:g} {args.budget_clock} s", file=sys.stderr)
+            trained.append((variant, *train_variant(variant, store, work, args)))
+        return trained
+    from concurrent.futures import ProcessPoolExecutor
+
+    print(f"training {len(variants)} variants, {args.jobs} at a time, for {args.budget_s:g} {args.budget_clock} "
+          f"s each (logs: {work / 'runs'}/*/log.jsonl)", file=sys.stderr)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(train_variant, variant, store.path, work, args) for variant in variants]
+        trained = []
+        for variant, future in zip(variants, futures):
+            trained.append((variant, *future.result()))
+            print(f"trained {variant.name}: {trained[-1][2]['steps']} steps", file=sys.stderr)
+    return trained
 
 
 def real_sample(reference, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
                              "nor --unlabelled has unlabelled rows)")
     parser.add_argument("--lecam", type=float, nargs="+", default=[0.0], help="LeCam weights to compare")
     parser.add_argument("--budget-s", type=float, required=True, help="training seconds per variant")
+    parser.add_argument("--budget-clock", default="wall", choices=("wall", "cpu"),
+                        help="what the budget counts (TrainConfig.budget_clock): cpu seconds stay fair when "
+                             "variants train side by side or the machine is busy")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training and judging")
+    parser.add_argument("--jobs", type=int, default=1, help="variants trained at the same time, each in its own "
+                                                             "process with --threads threads")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="further TrainConfig options")
     parser.add_argument("--samples-per-class", type=int, default=500, help="real patches (and samples) per class")
@@ -226,12 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     has_unlabelled = pool is not None or bool((store.labels < 0).any())
     modes = args.unlabelled_modes if has_unlabelled else ["ignore"]
     variants = [Variant(*combination) for combination in itertools.product(args.presets, modes, args.lecam)]
-    train_on = training_store(store, pool, work)
-
-    trained = []
-    for variant in variants:
-        print(f"training {variant.name} for {args.budget_s:g} s", file=sys.stderr)
-        trained.append((variant, *train_variant(variant, train_on, work, args)))
+    train_on, unlabelled_rows = training_store(store, pool, work)
+    trained = train_all(variants, train_on, work, args)
 
     augment_config = AugmentConfig(per_class=1, classifier_steps=args.classifier_steps, seed=args.seed,
                                    min_confidence=args.min_confidence, device=args.device)
@@ -246,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "store": str(store.path), "store_sha256": store.content_hash,
-        "unlabelled_store": str(pool.path) if pool else None, "unlabelled_rows": len(pool) if pool else 0,
-        "reference": str(reference.path), "budget_s": args.budget_s, "threads": args.threads,
+        "unlabelled_store": str(pool.path) if pool else None, "unlabelled_rows": unlabelled_rows,
+        "reference": str(reference.path), "budget_s": args.budget_s, "budget_clock": args.budget_clock,
+        "threads": args.threads, "jobs": args.jobs,
         "device": args.device, "class_names": names, "n_real": int(len(rows)), "classifier": classifier,
         "variants": []}
     panels = [("real", [real_images[labels == k][:GRID_COLUMNS] for k in range(len(names))])]

@@ -28,23 +28,25 @@ def load_script():
 def test_generator_choice_compares_presets_with_and_without_unlabelled_rows(tmp_path):
     store = make_disc_store(tmp_path / "store")
     pool_writer = StoreWriter(tmp_path / "pool", store.header)
-    pool_images = store.images(np.arange(0, len(store), 3))
+    pool_images = store.images(np.arange(0, len(store), 3))[:, ::-1].copy()  # new nuclei (flipped) ...
+    pool_images[:2] = store.images(np.arange(2))  # ... and two the store holds already, which stay out
     pool_writer.write_shard("pool", pool_images, [{"slide": "slide0", "x": float(i), "y": 0.0}
                                                   for i in range(len(pool_images))], input_key="pool")
     pool = pool_writer.finalize()
     out = tmp_path / "out"
     argv = ["--store", str(store.path), "--unlabelled", str(pool.path), "--presets", "plain", "resnet",
             "--budget-s", "0.5", "--classifier-steps", "3", "--samples-per-class", "8", "--out", str(out),
-            "--quiet", "--set", "channels=4", "max_channels=16", "batch_size=6", "z_dim=8", "log_every=1"]
+            "--quiet", "--jobs", "2", "--budget-clock", "cpu", "--set", "channels=4", "max_channels=16", "batch_size=6", "z_dim=8", "log_every=1"]
     assert load_script().main(argv) == 0
 
     results = json.loads((out / "results.json").read_text())
     names = [row["name"] for row in results["variants"]]
     assert names == ["plain", "plain+unlabelled", "resnet", "resnet+unlabelled"]
-    assert results["unlabelled_rows"] == len(pool) and results["n_real"] == 24
+    assert results["unlabelled_rows"] == len(pool) - 2 and results["n_real"] == 24
     for row in results["variants"]:
         assert row["training"]["steps"] >= 1 and row["training"]["train_seconds"] >= 0.5
         assert row["training"]["config"]["time_budget"] == 0.5
+        assert row["training"]["config"]["budget_clock"] == "cpu"
         assert 0 <= row["fidelity"]["two_sample_accuracy"] <= 1 and row["fidelity"]["n_synthetic"] == 24
         assert set(row["diversity"]) == set(results["class_names"])
         assert all(0 <= row["selection_kept"][n] <= 8 for n in results["class_names"])

@@ -234,6 +234,20 @@ def test_a_time_budget_stops_training_and_counts_over_resumes(disc_store, tmp_pa
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 5
 
 
+def test_a_cpu_budget_counts_process_time_not_wall_time(disc_store, tmp_path, monkeypatch):
+    import itertools
+    import time
+
+    ticks = itertools.count(step=100.0)  # a process that burns 100 CPU seconds between any two looks
+    monkeypatch.setattr(time, "process_time", lambda: next(ticks))
+    wall = train(disc_store, tmp_path / "wall", tiny(steps=6, time_budget=50, log_every=3), progress=False)
+    assert load_checkpoint(wall / "checkpoint.pt")["step"] == 6  # a few wall seconds: under budget
+    cpu = train(disc_store, tmp_path / "cpu", tiny(steps=6, time_budget=50, log_every=3, budget_clock="cpu"),
+                progress=False)
+    state = load_checkpoint(cpu / "checkpoint.pt")
+    assert state["step"] == 3 and state["train_seconds"] >= 100
+
+
 # -- distributed -----------------------------------------------------------------------------------------------
 
 def test_ranks_sharing_a_gpu_use_gloo_and_ranks_with_a_gpu_each_use_nccl(monkeypatch):

@@ -13,7 +13,8 @@ weights_only=True)``::
     config          the resolved TrainConfig as a dict
     class_names, patch_size, store_sha256, world_size
     lecam_state     LeCam's moving averages of D(real), D(fake) and their update count (zeros before LeCam)
-    train_seconds   training time so far, over resumes (what ``time_budget`` counts; 0 before it existed)
+    train_seconds   training time so far, over resumes, on the ``budget_clock`` (what ``time_budget`` counts; 0
+                    before it existed)
 
 Checkpoints written before an option existed are read as trained with that option's setting of the time
 (:data:`LEGACY_OPTIONS`: the plain networks, no LeCam, unlabelled rows ignored).
@@ -42,7 +43,7 @@ REQUIRED_KEYS = ("step", "generator", "discriminator", "generator_ema", "optimiz
                  "world_size")
 #: Options added after the first checkpoints, with the value those checkpoints were trained with.
 LEGACY_OPTIONS = {"preset": "plain", "lecam": 0.0, "lecam_decay": 0.99, "unlabelled": "ignore",
-                  "unlabelled_fraction": 0.5, "time_budget": 0.0}
+                  "unlabelled_fraction": 0.5, "time_budget": 0.0, "budget_clock": "wall"}
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 UNLABELLED_USES = ("ignore", "discriminator")
+BUDGET_CLOCKS = ("wall", "cpu")
 #: Smallest patch the networks handle: two stages of 2x up/down sampling from their 4x4 base.
 MIN_PATCH_SIZE = 16
 
@@ -34,6 +35,9 @@ class TrainConfig:
     time_budget: float = option(0.0, "stop after this many seconds of training, counted over resumes, even "
                                      "before --steps (0: no limit); the steps done are recorded",
                                 resumable=True)
+    budget_clock: str = option("wall", "what --time-budget counts: 'wall' seconds, or 'cpu' seconds of this "
+                                       "process over all its threads (fair between runs sharing a machine)",
+                               choices=BUDGET_CLOCKS)
     preset: str = option("plain", f"generator and discriminator networks by name: {', '.join(PRESETS)} "
                                   "(see bioaug.gan.presets)")
     batch_size: int | None = option(None, "global batch of real patches per step, split over torchrun ranks "
@@ -102,7 +106,8 @@ class TrainConfig:
                 raise ConfigError("config", f"option {name!r} must lie in [0, 1], got {getattr(self, name)}")
         if not 0 < self.ada_target < 1:
             raise ConfigError("config", f"option 'ada_target' must lie in (0, 1), got {self.ada_target}")
-        for name, valid in (("device", DEVICES), ("precision", PRECISIONS), ("unlabelled", UNLABELLED_USES)):
+        for name, valid in (("device", DEVICES), ("precision", PRECISIONS), ("unlabelled", UNLABELLED_USES),
+                            ("budget_clock", BUDGET_CLOCKS)):
             if getattr(self, name) not in valid:
                 raise ConfigError("config", f"option {name!r}: {getattr(self, name)!r} is not one of "
                                             f"{', '.join(valid)}")

@@ -15,7 +15,8 @@ Exact resume: every source of randomness is either a pure function of (seed, ste
 generator whose state the checkpoint holds (latents and augmentation), and nothing that happens only at
 snapshots or checkpoints draws from those generators; so on the CPU a run killed and resumed ends with the
 same weights, bit for bit, as one that ran straight through. (A ``time_budget`` makes where a run stops depend
-on the machine's speed; every step it takes is still the same.)
+on the machine's speed; every step it takes is still the same. It counts wall seconds, or with
+``budget_clock=cpu`` the process's CPU seconds, which runs sharing a busy machine get in equal measure.)
 
 Unlabelled rows (label -1) join each batch as ``unlabelled_fraction`` of it with ``unlabelled=discriminator``:
 the discriminator scores them, and the fakes paired with them, by its class-independent term alone, so they
@@ -237,7 +238,8 @@ class Trainer:
         real_diversity = self._begin(start, resumed=state is not None)
         totals = torch.zeros(5, device=self.device)
         interval_start, paused, interval_steps = time.perf_counter(), 0.0, 0
-        loop_start, seconds_before = time.perf_counter(), self.train_seconds
+        clock = time.process_time if self.config.budget_clock == "cpu" else time.perf_counter
+        loop_start, seconds_before = clock(), self.train_seconds
         with progress_bar(total=self.config.steps, initial=start, unit="step", desc="train",
                           disable=not self.progress) as bar:
             while self.step < self.config.steps:
@@ -247,7 +249,7 @@ class Trainer:
                 bar.update(1)
                 if self.step % self.augment.interval == 0:
                     self.augment.adjust(self.context.all_reduce_sum)
-                self.train_seconds = seconds_before + time.perf_counter() - loop_start
+                self.train_seconds = seconds_before + clock() - loop_start
                 out_of_time = self._out_of_time(check=self.step % self.config.log_every == 0)
                 last = self.step == self.config.steps or out_of_time
                 record: dict[str, Any] = {}
