@@ -83,7 +83,7 @@ def test_ready_synthetic_store_outside_the_budget_or_unrecorded_is_refused(disc_
 
 def test_gan_run_of_another_split_in_the_work_directory_is_refused(disc_store, tmp_path, no_training):
     """A GAN run left at a cell's path but trained on other patches fails the store-hash check."""
-    gan = tmp_path / "eval" / "work" / "fold-0" / "budget-1.00" / "gan"
+    gan = tmp_path / "eval" / "work" / "fold-0" / "budget-1.00" / "gan-0123456789ab"
     gan.mkdir(parents=True)
     (gan / "config.json").write_text(json.dumps({"inputs": {"store": str(disc_store.path),
                                                             "store_sha256": disc_store.content_hash}}))
@@ -121,6 +121,7 @@ def test_bad_config_on_the_command_line_stops_before_training(disc_store, tmp_pa
 
 
 def test_tiny_evaluation_writes_every_report_file_and_resumes(disc_store, tmp_path, monkeypatch, capsys):
+    train = protocol.train_classifier
     out = tmp_path / "eval"
     config = tmp_path / "evaluate.yaml"
     config.write_text(json.dumps(TINY))
@@ -142,7 +143,8 @@ def test_tiny_evaluation_writes_every_report_file_and_resumes(disc_store, tmp_pa
     assert all(record["shared with test"] == 0 for record in report["leakage"].values())
     assert len(report["fidelity"]) >= 2 and "Generator leakage check" in (out / "report.md").read_text()
     assert "Main comparison" in (out / "report.md").read_text()
-    gan = json.loads((out / "work" / "fold-0" / "budget-0.50" / "gan" / "config.json").read_text())
+    [gan_run] = (out / "work" / "fold-0" / "budget-0.50").glob("gan-*/config.json")
+    gan = json.loads(gan_run.read_text())
     train_store = PatchStore(out / "work" / "fold-0" / "budget-0.50" / "train-store")
     assert gan["inputs"]["store_sha256"] == train_store.content_hash
     assert len(set(train_store.slides)) == 1  # half of the two training slides
@@ -153,6 +155,24 @@ def test_tiny_evaluation_writes_every_report_file_and_resumes(disc_store, tmp_pa
     before = (out / "report.json").read_text()
     protocol.run_evaluation(disc_store, out, build_config(EvaluateConfig, TINY), progress=False)
     assert json.loads((out / "report.json").read_text())["summaries"] == json.loads(before)["summaries"]
+
+    # another generator by name: a new GAN beside the old one, and only the arms that use its patches retrain
+    results = sorted((out / "work").glob("fold-0/budget-*/results/*.json"))
+    before = {path: path.stat().st_mtime_ns for path in results}
+    retrained = []
+    monkeypatch.setattr(protocol, "train_classifier", lambda *args, **kwargs: retrained.append(1) or train(
+        *args, **kwargs))
+    protocol.run_evaluation(disc_store, out, build_config(EvaluateConfig, {
+        **TINY, "generator": {**TINY["generator"], "preset": "resnet"}}), progress=False)
+    cell = out / "work" / "fold-0" / "budget-0.50"
+    presets = sorted(json.loads(path.read_text())["config"]["preset"] for path in cell.glob("gan-*/config.json"))
+    assert presets == ["plain", "resnet"]
+    changed = [path for path in results if path.stat().st_mtime_ns != before[path]]
+    rewritten = {path.name.rsplit("-seed", 1)[0] for path in changed}
+    # (selected arms retrain only when selection keeps other patches than before: their key is the content)
+    assert {"synthetic", "classic+synthetic", "synthetic_only"} <= rewritten <= set(TINY["arms"]) - {
+        "real", "classic", "colour"}
+    assert len(retrained) == len(changed)
 
 
 def test_unlabelled_store_is_refused_before_training(tmp_path, no_training):

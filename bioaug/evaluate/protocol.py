@@ -22,7 +22,8 @@ Work layout under ``out/work`` (deterministic, so a rerun resumes and finished w
     fold-<k>/budget-<b:.2f>/train-store    the budget's training patches (subset of the input store)
     fold-<k>/budget-<b:.2f>/pool-store     the cell's unlabelled pool (subset of the unlabelled store)
     fold-<k>/budget-<b:.2f>/gan-store      what the generator trains on (budget + pseudo-labelled pool)
-    fold-<k>/budget-<b:.2f>/gan            GAN run
+    fold-<k>/budget-<b:.2f>/gan-<key>      GAN run, one per generator (the options a resume cannot change and
+                                           the gan-store's content hash make the key)
     fold-<k>/budget-<b:.2f>/synthetic      augment output (synthetic patches, audit)
     fold-<k>/budget-<b:.2f>/selected       the synthetic patches kept by selection
     fold-<k>/budget-<b:.2f>/synthetic.json fidelity, hashes and leakage check of this cell's generator
@@ -154,6 +155,18 @@ def _gan_slides(run: Path) -> set[str]:
     return generator_training_slides(inputs["store"], inputs.get("store_sha256", ""), source=run)
 
 
+def gan_run_directory(cell_directory: Path, store: PatchStore, config: Any) -> Path:
+    """Where the cell's GAN with ``config`` (a ``TrainConfig``) trains on ``store``: ``gan-<key>``.
+
+    The key hashes the store's content and the options a resumed run must keep (preset, networks, seed, ...),
+    so switching the generator in the evaluate config, or a pool labelled differently, trains a new run beside
+    the old one instead of failing to resume it; options a resume may change (steps, time budget) continue
+    the same run.
+    """
+    fixed = {name: value for name, value in config_to_dict(config).items() if name in config.fixed_fields()}
+    return cell_directory / f"gan-{sha256_json({'options': fixed, 'store': store.content_hash})[:12]}"
+
+
 def _check_arms(config: EvaluateConfig) -> None:
     """Arms that need another arm's classifier (pseudo-labels come from ``classic``) must run it too."""
     if any(ARMS[arm].needs_pool for arm in config.arms) and "classic" not in config.arms:
@@ -201,8 +214,9 @@ def plan(store: PatchStore, config: EvaluateConfig, work: Path) -> list[Cell]:
                     raise CheckpointError(ready, "records no generator training slides: cannot rule out that "
                                                  "its generator saw test slides")
                 _check_generator(set(map(str, cell.ready.header.provenance["training_slides"])), cell, ready)
-            elif (directory / "gan" / "config.json").is_file() and config.uses_generator():
-                _check_generator(_gan_slides(directory / "gan"), cell, directory / "gan")
+            elif config.uses_generator():
+                for run in sorted(path.parent for path in directory.glob("gan-*/config.json")):
+                    _check_generator(_gan_slides(run), cell, run)
             cells.append(cell)
     return cells
 
@@ -450,7 +464,8 @@ class Evaluation:
         if cell.ready is None:
             gan_store, pool_record = self.generator_store(cell, model)
             gan_config = dataclasses.replace(config.generator, seed=config.split_seed, device=config.device)
-            run = train_gan(gan_store, cell.directory / "gan", gan_config, progress=self.progress)
+            run = train_gan(gan_store, gan_run_directory(cell.directory, gan_store, gan_config), gan_config,
+                            progress=self.progress)
             _check_generator(_gan_slides(run), cell, run)
             source = {"generator": str(run), "checkpoint_sha256": sha256_file(run / "checkpoint.pt")}
         else:
@@ -474,7 +489,7 @@ class Evaluation:
                     extract_features(model, images, batch_size=512, device=self.device))
 
         if cell.ready is None:
-            synthetic = augment(cell.directory / "gan", synthetic_dir, augment_config, real=cell.train_store,
+            synthetic = augment(Path(source["generator"]), synthetic_dir, augment_config, real=cell.train_store,
                                 scorer=scorer, progress=self.progress)
         else:
             synthetic = cell.ready
