@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ConfigError
+from ..registry import Registry
+
 EXTRA_SOURCES = ("synthetic", "selected", "pseudo")
 """Where an arm's extra patches come from: every drawn synthetic patch, the synthetic patches kept by selection,
 or unlabelled-pool patches labelled confidently by the cell's ``classic`` classifier of the same seed."""
@@ -44,15 +47,7 @@ class Arm:
         return "pseudo" in self.sources
 
 
-ARMS: dict[str, Arm] = {}
-
-
-def register(arm: Arm) -> Arm:
-    """Add ``arm`` to the registry (names are unique)."""
-    if arm.name in ARMS:
-        raise ValueError(f"arm {arm.name!r} is registered twice")
-    ARMS[arm.name] = arm
-    return arm
+ARMS: Registry[Arm] = Registry("arm", lambda message: ConfigError("arms", message))
 
 
 for _arm in (
@@ -70,7 +65,7 @@ for _arm in (
     Arm("synthetic_only", "generated patches alone, tested on real ones", extra="synthetic", extra_only=True),
     Arm("colour", "scikit-learn on colour statistics: how far colour alone gets", network=False),
 ):
-    register(_arm)
+    ARMS.register(_arm.name, _arm)
 
 REFERENCE_ARMS = ("classic", "real")
 """Arms every other arm is compared with, in order: standard practice first."""

@@ -84,9 +84,8 @@ class EvaluateConfig:
         if bad_budgets:
             raise ConfigError("budgets", f"a label budget is a fraction of training slides in (0, 1], "
                                          f"got {bad_budgets[0]}")
-        unknown = [arm for arm in self.arms if arm not in ARMS]
-        if unknown:
-            raise ConfigError("arms", f"unknown arm {unknown[0]!r}; valid: {', '.join(ARMS)}")
+        for arm in self.arms:
+            ARMS.require(arm)
         if self.classic_recipe not in RECIPES:
             raise ConfigError("classic_recipe", f"unknown recipe {self.classic_recipe!r}; valid: "
                                                 f"{', '.join(RECIPES)}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..registry import Registry
 
 #: Per patch size: channels at full resolution (doubled at every halving, up to ``max_channels``) and the
 #: global batch. With the plain networks at 32 px this is a 1.5M-parameter generator of about 0.1 GFLOP per
@@ -56,24 +57,18 @@ class Preset:
         return self._load(self.discriminator)
 
 
-PRESETS: dict[str, Preset] = {}
+PRESETS: Registry[Preset] = Registry("generator", lambda message: ConfigError("config", f"option 'preset': "
+                                                                                       f"{message}"))
 
 
 def register_preset(preset: Preset) -> Preset:
     """Add ``preset`` to the registry under its name; a name can be registered once."""
-    if preset.name in PRESETS:
-        raise ValueError(f"generator preset {preset.name!r} is already registered")
-    PRESETS[preset.name] = preset
-    return preset
+    return PRESETS.register(preset.name, preset)
 
 
 def get_preset(name: str) -> Preset:
     """The preset called ``name``; ``ConfigError`` listing the valid names otherwise."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ConfigError("config", f"option 'preset': unknown generator {name!r}; valid: "
-                                    f"{', '.join(sorted(PRESETS))}") from None
+    return PRESETS.require(name)
 
 
 register_preset(Preset(

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import LabelError, StoreError
 from ..labels import Points, cluster_features, cluster_names, lookup, read_points, read_slide_labels
 from ..provenance import sha256_file
+from ..registry import Registry
 from ..store import UNLABELLED, PatchStore, StoreWriter
 
 if TYPE_CHECKING:
@@ -71,22 +72,18 @@ class LabelSource:
         """Work left once every shard is written (before the store is sealed)."""
 
 
-LABEL_SOURCE_TYPES: dict[str, type[LabelSource]] = {}
+LABEL_SOURCE_TYPES: Registry[type[LabelSource]] = Registry("label source",
+                                                             lambda message: LabelError("--label-by", message))
 
 
 def register_label_source(cls: type[LabelSource]) -> type[LabelSource]:
     """Class decorator: make ``cls`` available as ``--label-by cls.name``."""
-    LABEL_SOURCE_TYPES[cls.name] = cls
-    return cls
+    return LABEL_SOURCE_TYPES.register(cls.name, cls)
 
 
 def make_label_source(config: "TileConfig") -> LabelSource:
     """The registered source named by ``config.label_by``."""
-    try:
-        return LABEL_SOURCE_TYPES[config.label_by](config)
-    except KeyError:
-        raise LabelError("--label-by", f"unknown label source {config.label_by!r}; "
-                                       f"valid: {', '.join(LABEL_SOURCE_TYPES)}") from None
+    return LABEL_SOURCE_TYPES.require(config.label_by)(config)
 
 
 def _warn_unmatched(source: str, table: dict[str, object], paths: Sequence[Path]) -> None:
