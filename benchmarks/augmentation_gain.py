@@ -6,7 +6,7 @@ detector finds (``--label-by none``, never the annotated centres). Then runs ``b
 ``pipelines/crc-nuclei-quick.yaml``: each fold in its own process (``--parallel``, one torch thread each, so
 two folds use both cores), then once more over all folds, which reuses every finished result and writes the
 report. Interrupted runs resume. The report is copied into ``docs/results/crc-nuclei-quick/`` and the
-macro-F1 table printed.
+macro-F1 table printed; the copies name paths relative to the repository.
 
 Usage::
 
@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -75,6 +76,18 @@ def run_folds_in_parallel(values: dict, store: Path, out: Path, folds: list[int]
             sys.exit(f"fold {fold} failed: see {logs / f'fold-{fold}.log'}")
 
 
+def relative_paths(results: Path) -> None:
+    """Rewrite the copied report's paths relative to the repository (``../`` for its neighbours), so that the
+    committed results name no one's home directory."""
+    for path in results.iterdir():
+        if path.suffix in (".md", ".json", ".tex"):
+            text = path.read_text()
+            for prefix, relative in ((f"{REPO}/", ""), (f"{REPO.parent}/", "../")):
+                # only where a path starts: ".../evaluation/work/" stays when the parent is "/work"
+                text = re.sub(r"(?<![\w./-])" + re.escape(prefix), relative, text)
+            path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "crchistophenotypes",
@@ -109,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in REPORT_FILES.values():
         if (report / name).is_file():
             shutil.copy2(report / name, args.results / name)
+    shutil.copy2(report / "config.json", args.results / "config.json")
+    relative_paths(args.results)
     summary = json.loads((report / REPORT_FILES["json"]).read_text())
     print(f"{'budget':>7}  {'arm':<18} macro-F1 (mean ± sd [95% CI over test images], n)")
     for row in summary["summaries"]:
