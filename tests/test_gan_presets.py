@@ -248,6 +248,22 @@ def test_a_cpu_budget_counts_process_time_not_wall_time(disc_store, tmp_path, mo
     assert state["step"] == 3 and state["train_seconds"] >= 100
 
 
+def test_with_a_time_budget_progress_counts_budget_seconds(disc_store, tmp_path, caplog):
+    import logging
+
+    from bioaug.progress import set_log_interval
+
+    set_log_interval(0)
+    caplog.set_level(logging.INFO, logger="bioaug")
+    try:
+        train(disc_store, tmp_path / "run", tiny(steps=4, time_budget=900, budget_clock="cpu", log_every=2))
+    finally:
+        set_log_interval(None)
+    lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("train:")]
+    assert lines and all("/900 cpu-s" in line for line in lines)  # the ETA is when the budget runs out
+    assert "step=4" in lines[-1]
+
+
 # -- distributed -----------------------------------------------------------------------------------------------
 
 def test_ranks_sharing_a_gpu_use_gloo_and_ranks_with_a_gpu_each_use_nccl(monkeypatch):

@@ -240,23 +240,28 @@ class Trainer:
         interval_start, paused, interval_steps = time.perf_counter(), 0.0, 0
         clock = time.process_time if self.config.budget_clock == "cpu" else time.perf_counter
         loop_start, seconds_before = clock(), self.train_seconds
-        with progress_bar(total=self.config.steps, initial=start, unit="step", desc="train",
+        # with a time budget the bar counts budget seconds (its ETA is when the budget runs out), else steps
+        by_time = bool(self.config.time_budget)
+        with progress_bar(total=self.config.time_budget if by_time else self.config.steps,
+                          initial=min(self.train_seconds, self.config.time_budget) if by_time else start,
+                          unit=f"{self.config.budget_clock}-s" if by_time else "step", desc="train",
                           disable=not self.progress) as bar:
             while self.step < self.config.steps:
                 totals += self._train_step(generator, discriminator)
                 self.step += 1
                 interval_steps += 1
-                bar.update(1)
                 if self.step % self.augment.interval == 0:
                     self.augment.adjust(self.context.all_reduce_sum)
-                self.train_seconds = seconds_before + clock() - loop_start
+                spent_before, self.train_seconds = self.train_seconds, seconds_before + clock() - loop_start
+                bar.update(self.train_seconds - spent_before if by_time else 1)
                 out_of_time = self._out_of_time(check=self.step % self.config.log_every == 0)
                 last = self.step == self.config.steps or out_of_time
                 record: dict[str, Any] = {}
                 if self.step % self.config.log_every == 0 or last:
                     seconds = time.perf_counter() - interval_start - paused
                     record = self._losses(totals / interval_steps, interval_steps, seconds)
-                    bar.set_postfix({"img/s": f"{record['images_per_s']:.0f}", "D": f"{record['loss_d']:.3f}",
+                    bar.set_postfix({"step": self.step, "img/s": f"{record['images_per_s']:.0f}",
+                                     "D": f"{record['loss_d']:.3f}",
                                      "G": f"{record['loss_g']:.3f}", "p": f"{self.augment.p:.2f}"})
                     totals.zero_()
                     interval_start, paused, interval_steps = time.perf_counter(), 0.0, 0
