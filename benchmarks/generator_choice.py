@@ -201,7 +201,8 @@ def side_by_side(panels: list[tuple[str, list[np.ndarray]]], names: list[str]):
 
 def markdown(results: dict[str, Any]) -> str:
     names = results["class_names"]
-    lines = [f"# Generator choice at {results['budget_s']:g} s of training per variant", "",
+    clock = results.get("budget_clock", "wall")
+    lines = [f"# Generator choice at {results['budget_s']:g} {clock} s of training per variant", "",
              f"Store `{results['store']}` ({results['unlabelled_rows']} unlabelled rows added), feature network "
              f"`{results['classifier']['network']}` ({results['classifier']['steps']} steps, sha256 "
              f"{results['classifier']['sha256'][:12]}), {results['n_real']} real patches and as many samples.", "",
