@@ -311,3 +311,23 @@ def test_minimum_detectable_difference_follows_the_paired_t_formula():
     assert minimum_detectable_difference(differences) == pytest.approx(expected)
     assert minimum_detectable_difference(np.tile(differences, 4)) < expected  # more pairs, finer resolution
     assert np.isnan(minimum_detectable_difference([0.1]))
+
+
+def test_main_comparison_words_follow_the_interval_and_the_paired_test():
+    from bioaug.evaluate.report import _main_comparison
+
+    def comparison(arm, low, high, p):
+        return {"arm": arm, "reference": "classic", "budget": 0.1, "metric": "macro_f1", "n": 10,
+                "mean_difference": (low + high) / 2, "delta_ci_low": low, "delta_ci_high": high,
+                "wilcoxon_p": p, "detectable": 0.01}
+
+    lines = _main_comparison([comparison("classic+synthetic", 0.01, 0.05, 0.002),
+                              comparison("classic+selected", -0.03, 0.01, 0.02),
+                              comparison("pseudo_label", -0.01, 0.012, 0.6),
+                              comparison("real", -0.05, -0.01, 0.002)], [0.1])
+    text = "\n".join(lines)
+    assert "**classic+synthetic** at 10%: better than classic" in text
+    assert "**classic+selected** at 10%: consistently below classic over the paired runs, but not " \
+           "distinguishable over test images" in text
+    assert "**pseudo_label** at 10%: not distinguishable from classic" in text
+    assert "**real** at 10%: worse than classic" in text

@@ -580,8 +580,11 @@ def _protocol(store: PatchStore, config: EvaluateConfig) -> dict[str, Any]:
         "unlabelled pool": (f"{config.unlabelled}: detected nuclei of each fold's training {config.group_by}s "
                             f"outside the budget; pseudo-labels at confidence >= {config.pseudo_label_threshold} "
                             "from the same seed's classic classifier" if config.unlabelled else "none"),
-        "generator": f"{getattr(generator, 'preset', 'plain')} class-conditional GAN, {generator.steps} steps, per "
-                     "fold and budget on the budget's patches" + (" plus the confidently pseudo-labelled pool"
+        "generator": f"{getattr(generator, 'preset', 'plain')} class-conditional GAN, "
+                     + (f"{generator.time_budget:g} {generator.budget_clock} seconds of training (at most "
+                        f"{generator.steps} steps)" if getattr(generator, "time_budget", 0) else
+                        f"{generator.steps} steps")
+                     + ", per fold and budget on the budget's patches" + (" plus the confidently pseudo-labelled pool"
                                                                    if config.unlabelled and config.generator_pool
                                                                    else " only")
                      + (" (ready stores for some cells)" if config.synthetic else ""),

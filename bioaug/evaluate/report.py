@@ -131,8 +131,14 @@ def _main_comparison(comparisons: Sequence[Mapping[str, Any]], budgets: Sequence
                 continue
             c = found[0]
             low, high = c.get("delta_ci_low", np.nan), c.get("delta_ci_high", np.nan)
-            verdict = ("better than" if low > 0 else "worse than" if high < 0 else "not distinguishable from")
-            lines.append(f"- **{arm}** at {_budget(budget)}: {verdict} classic, Δ macro-F1 {_signed(c['mean_difference'])} "
+            if low > 0 or high < 0:
+                verdict = f"{'better' if low > 0 else 'worse'} than classic"
+            elif c["wilcoxon_p"] < 0.05:  # the runs agree on a direction the test images cannot confirm
+                verdict = (f"consistently {'above' if c['mean_difference'] > 0 else 'below'} classic over the "
+                           "paired runs, but not distinguishable over test images (the CI includes 0)")
+            else:
+                verdict = "not distinguishable from classic"
+            lines.append(f"- **{arm}** at {_budget(budget)}: {verdict}, Δ macro-F1 {_signed(c['mean_difference'])} "
                          f"[{_signed(low)}, {_signed(high)}], Wilcoxon p {_p_value(c['wilcoxon_p'])} over {c['n']} "
                          f"paired runs; this run could detect a mean difference of "
                          f"{_number(c.get('detectable', np.nan))} (80% power).")
