@@ -3,8 +3,8 @@
 Every variant (a generator preset, with or without the unlabelled rows, with or without LeCam) trains for the
 same budget (``TrainConfig.time_budget``, in wall or CPU seconds) on the same store with the same number of
 threads, one after the other or ``--jobs`` at a time. Then each is judged in one feature space, the
-penultimate layer of a classifier trained on the real labelled patches (the augment stage's selection classifier, so "kept by selection" means what it
-means in ``bioaug augment --select``):
+penultimate layer of a classifier trained on the real labelled patches (the augment stage's selection
+classifier, so "kept by selection" means what it means in ``bioaug augment --select``):
 
 - Fréchet distance, KID, precision/recall and two-sample accuracy (``bioaug.evaluate.fidelity``) between the
   real patches and as many samples, class for class;

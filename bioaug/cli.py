@@ -225,8 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="measure whether synthetic patches help a classifier",
                                    description="Grouped cross-validation over slides (or patients) with label "
                                    "budgets; per fold and budget a GAN trained on the budget's training slides "
-                                   "only; arms real, classic, synthetic, selected, synthetic_only and colour on "
-                                   "the same splits and seeds; metrics with bootstrap CIs and paired tests, "
+                                   "(and, with an unlabelled pool, their confidently pseudo-labelled nuclei) "
+                                   "only; the arms of --arms (real, classic, synthetic, pseudo-label and colour "
+                                   "baselines) on the same splits, seeds and optimiser steps; metrics with "
+                                   "bootstrap CIs and paired tests, "
                                    "generator fidelity and a leakage check. Writes report.md/.json, a LaTeX table "
                                    "and figures. Reruns resume.")
     evaluate.add_argument("store", metavar="STORE", help="labelled patch store written by `bioaug tile`")

@@ -560,6 +560,10 @@ def _protocol(store: PatchStore, config: EvaluateConfig) -> dict[str, Any]:
     """What was run, in words, for the report's protocol section."""
     folds = config.fold_indices()
     classifier, generator, sampling = config.classifier, config.generator, config.augment
+    length = (f"{generator.time_budget:g} {generator.budget_clock} seconds of training (at most {generator.steps} "
+              "steps)" if generator.time_budget else f"{generator.steps} steps")
+    data = (" plus the confidently pseudo-labelled pool" if config.unlabelled and config.generator_pool
+            else " only")
     validation = (f"{100 * config.validation_fraction:g}% of the training {config.group_by}s for early stopping "
                   f"(patience {classifier.patience} validations every {classifier.eval_every} steps)"
                   if classifier.patience else "none: a fixed step budget, every labelled image trains")
@@ -580,14 +584,8 @@ def _protocol(store: PatchStore, config: EvaluateConfig) -> dict[str, Any]:
         "unlabelled pool": (f"{config.unlabelled}: detected nuclei of each fold's training {config.group_by}s "
                             f"outside the budget; pseudo-labels at confidence >= {config.pseudo_label_threshold} "
                             "from the same seed's classic classifier" if config.unlabelled else "none"),
-        "generator": f"{getattr(generator, 'preset', 'plain')} class-conditional GAN, "
-                     + (f"{generator.time_budget:g} {generator.budget_clock} seconds of training (at most "
-                        f"{generator.steps} steps)" if getattr(generator, "time_budget", 0) else
-                        f"{generator.steps} steps")
-                     + ", per fold and budget on the budget's patches" + (" plus the confidently pseudo-labelled pool"
-                                                                   if config.unlabelled and config.generator_pool
-                                                                   else " only")
-                     + (" (ready stores for some cells)" if config.synthetic else ""),
+        "generator": f"{generator.preset} class-conditional GAN, {length}, per fold and budget on the budget's "
+                     f"patches{data}" + (" (ready stores for some cells)" if config.synthetic else ""),
         "synthetic patches": (f"{sampling.per_class} per class" if sampling.per_class is not None
                               else f"every class up to {sampling.balance_to or 'the largest real class'}")
                              + f"; selection at confidence >= {sampling.min_confidence}, feature quantile "
