@@ -125,10 +125,24 @@ def test_reader_answers_reloads_downloads_and_is_scored(browser, tmp_path):
         given[item_id] = (answer, confidence)
     assert driver.find_element("id", "position").text == "Item 7 of 12"
 
+    # the state is kept in localStorage and in the address's fragment, alike; the newer copy wins on load
+    stored, fragment = driver.execute_script("return [fromStorage(), fromFragment()]")
+    assert stored == fragment and stored["index"] == 6 and len(stored["answers"]) == 6
+    driver.execute_script("window.localStorage.setItem(storageKey, JSON.stringify("
+                          "Object.assign({}, fromFragment(), {index: 2, revision: fromFragment().revision + 1})))")
+    assert driver.execute_script("return loadState().index") == 2
+    driver.execute_script("window.localStorage.setItem(storageKey, JSON.stringify("
+                          "Object.assign({}, fromFragment(), {index: 2, revision: fromFragment().revision - 1})))")
+    assert driver.execute_script("return loadState().index") == 6
+
+    # a reload resumes where the reader was, even when the browser hands the reloaded page an empty
+    # localStorage (headless Chromium does so now and then for file: pages; here it is forced)
+    driver.execute_script("window.localStorage.clear()")
     driver.refresh()
     assert driver.find_element("id", "question").is_displayed()
     assert driver.find_element("id", "position").text == "Item 7 of 12"
     assert driver.find_element("id", "answered").text == "6 answered"
+    assert driver.execute_script("return fromStorage().index") == 6  # and both copies are written again
     keys = ActionChains(driver)
     keys.send_keys("\ue012").perform()  # arrow left: back to the last answered item, its answer still there
     back_id = shown_item(driver)
