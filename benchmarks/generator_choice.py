@@ -155,17 +155,35 @@ def real_sample(reference, per_class: int, seed: int) -> tuple[np.ndarray, np.nd
     return rows, reference.labels[rows]
 
 
-def judge_variant(run: Path, labels: np.ndarray, real: dict[str, Any], scorer, names: list[str],
-                  args: argparse.Namespace) -> dict[str, Any]:
-    """Fidelity, per-class diversity and selection counts of a run's samples, class for class with the reals."""
+def judges(reference, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """What every variant is judged by: the feature classifier trained on ``reference`` (cached under
+    ``work``), a seeded class-balanced sample of its real patches, their features, per-class diversity and the
+    selection's class reference."""
+    from bioaug.gan.diversity import pairwise_diversity
+    from bioaug.synthesis import AugmentConfig
+    from bioaug.synthesis.selection import ClassReference, train_scorer
+
+    augment_config = AugmentConfig(per_class=1, classifier_steps=args.classifier_steps, seed=args.seed,
+                                   min_confidence=args.min_confidence, device=args.device)
+    scorer, classifier = train_scorer(reference, augment_config, device=args.device, cache=work / "scorers")
+    rows, labels = real_sample(reference, args.samples_per_class, args.seed)
+    images = reference.images(rows)
+    _, features = scorer(images)
+    names = reference.class_names
+    return {"scorer": scorer, "classifier": classifier, "labels": labels, "names": names, "images": images,
+            "features": features,
+            "diversity": [pairwise_diversity(images[labels == k]) for k in range(len(names))],
+            "reference": ClassReference.fit(features, labels, len(names), augment_config.feature_quantile)}
+
+
+def judge_images(images: np.ndarray, real: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Fidelity, per-class diversity and selection counts of samples drawn class for class with the reals."""
     from bioaug.evaluate.fidelity import fidelity_metrics
     from bioaug.gan.diversity import diversity_ratios
-    from bioaug.synthesis import Synthesizer
     from bioaug.synthesis.selection import judge
 
-    synth = Synthesizer.from_checkpoint(run, device=args.device)
-    images = synth.sample(labels, seed=args.seed)
-    probabilities, features = scorer(images)
+    labels, names = real["labels"], real["names"]
+    probabilities, features = real["scorer"](images)
     metrics = fidelity_metrics(real["features"], features, seed=args.seed)
     fakes = [images[labels == k] for k in range(len(names))]
     diversity = diversity_ratios(fakes, real["diversity"])
@@ -174,6 +192,14 @@ def judge_variant(run: Path, labels: np.ndarray, real: dict[str, Any], scorer, n
     return {"fidelity": metrics, "diversity": dict(zip(names, map(_rounded, diversity))),
             "selection_kept": kept, "selection_of": {name: int((labels == k).sum()) for k, name in enumerate(names)},
             "grid_rows": [fake[:GRID_COLUMNS] for fake in fakes]}
+
+
+def judge_variant(run: Path, real: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`judge_images` of a run's samples, drawn as ``bioaug augment`` draws them."""
+    from bioaug.synthesis import Synthesizer
+
+    synth = Synthesizer.from_checkpoint(run, device=args.device)
+    return judge_images(synth.sample(real["labels"], seed=args.seed), real, args)
 
 
 def _rounded(value: float) -> float | None:
@@ -251,11 +277,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bioaug.gan.diversity import pairwise_diversity
     from bioaug.provenance import write_json_atomic
     from bioaug.store import PatchStore
-    from bioaug.synthesis import AugmentConfig
-    from bioaug.synthesis.selection import ClassReference, train_scorer
 
     torch.set_num_threads(args.threads)
     work = args.work or args.out / "work"
@@ -269,27 +292,20 @@ def main(argv: list[str] | None = None) -> int:
     train_on, unlabelled_rows = training_store(store, pool, work)
     trained = train_all(variants, train_on, work, args)
 
-    augment_config = AugmentConfig(per_class=1, classifier_steps=args.classifier_steps, seed=args.seed,
-                                   min_confidence=args.min_confidence, device=args.device)
-    scorer, classifier = train_scorer(reference, augment_config, device=args.device, cache=work / "scorers")
-    rows, labels = real_sample(reference, args.samples_per_class, args.seed)
-    real_images = reference.images(rows)
-    _, real_features = scorer(real_images)
-    names = reference.class_names
-    real = {"features": real_features,
-            "diversity": [pairwise_diversity(real_images[labels == k]) for k in range(len(names))],
-            "reference": ClassReference.fit(real_features, labels, len(names), augment_config.feature_quantile)}
+    real = judges(reference, args, work)
+    names = real["names"]
 
     results: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "store": str(store.path), "store_sha256": store.content_hash,
         "unlabelled_store": str(pool.path) if pool else None, "unlabelled_rows": unlabelled_rows,
         "reference": str(reference.path), "budget_s": args.budget_s, "budget_clock": args.budget_clock,
         "threads": args.threads, "jobs": args.jobs,
-        "device": args.device, "class_names": names, "n_real": int(len(rows)), "classifier": classifier,
+        "device": args.device, "class_names": names, "n_real": int(len(real["labels"])),
+        "classifier": real["classifier"],
         "variants": []}
-    panels = [("real", [real_images[labels == k][:GRID_COLUMNS] for k in range(len(names))])]
+    panels = [("real", [real["images"][real["labels"] == k][:GRID_COLUMNS] for k in range(len(names))])]
     for variant, run, training in trained:
-        judged = judge_variant(run, labels, real, scorer, names, args)
+        judged = judge_variant(run, real, args)
         panels.append((f"{variant.name} ({training['steps']} steps)", judged.pop("grid_rows")))
         results["variants"].append({"name": variant.name, **dataclasses.asdict(variant), "run": str(run),
                                     "training": training, **judged})

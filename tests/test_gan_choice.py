@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bioaug.store import StoreWriter
@@ -54,3 +55,35 @@ def test_generator_choice_compares_presets_with_and_without_unlabelled_rows(tmp_
     assert "| resnet+unlabelled |" in (out / "results.md").read_text()
     sheet = Image.open(out / "generator_choice.png")
     assert sheet.width > 5 * Image.open(out / "work" / "runs" / "plain" / "reals.png").width * 0.9
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")
+def test_ema_stats_judges_each_run_with_both_kinds_of_batch_norm_statistics(tmp_path):
+    from bioaug.gan import load_checkpoint, train
+    from test_gan import tiny
+
+    store = make_disc_store(tmp_path / "store")
+    run = train(store, tmp_path / "run", tiny(steps=4, ema_stats="training"), progress=False)
+    script = SCRIPT.with_name("ema_stats.py")
+    spec = importlib.util.spec_from_file_location("ema_stats", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "out"
+    argv = ["--runs", str(run), "--reference", str(store.path), "--classifier-steps", "3", "--samples-per-class",
+            "8", "--batches", "3", "--out", str(out)]
+    assert module.main(argv) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    assert [row["statistics"] for row in results["rows"]] == ["training", "standing"]
+    assert results["batches"] == 3 and results["n_real"] == 24
+    training, standing = results["rows"]
+    assert training["steps"] == standing["steps"] == 4 and training["preset"] == "plain"
+    assert training["fidelity"] != standing["fidelity"]  # the statistics change the samples
+    # with ema_stats: training the checkpoint's EMA holds the training generator's statistics: reproduced here
+    generators = module.sampling_generators(run, 3, 0)
+    held = load_checkpoint(run / "checkpoint.pt")["generator_ema"]
+    for name, tensor in generators["training"].state_dict().items():
+        assert torch.equal(tensor, held[name]), name
+    assert "| run | 4 | standing |" in (out / "results.md").read_text()
+    assert Image.open(out / "ema_stats.png").width > 0
+    assert list(results["provenance"]["inputs"]) == [str(run)] and "torch" in results["provenance"]["versions"]

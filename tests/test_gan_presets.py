@@ -1,6 +1,7 @@
 """Second-edition GAN: presets by name, residual networks, LeCam, unlabelled rows and the time budget."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -118,6 +119,79 @@ def test_a_checkpoint_from_before_presets_is_read_as_the_plain_preset(disc_store
     assert meta["config"]["preset"] == "plain" and type(generator).__name__ == "Generator"
     train(disc_store, run, tiny(steps=4), progress=False)  # and it resumes
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 4
+
+
+# -- standing batch-norm statistics ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("preset", ["plain", "resnet"])
+def test_standing_statistics_average_the_generators_own_activations_and_move_nothing_else(preset):
+    from bioaug.gan.ema import standing_statistics
+
+    config = TrainConfig(preset=preset, channels=4, max_channels=16, z_dim=8).resolve(32)
+    generator = build_generator(config, 3, 32)
+    generator.train()
+    for _ in range(3):  # running statistics of some other activations, and spectral norm's power iteration
+        generator(torch.randn(5, 8) * 3 + 1, torch.tensor([0, 1, 2, 0, 1]))
+    generator.eval()
+    before = {name: tensor.clone() for name, tensor in generator.state_dict().items()}
+    standing = standing_statistics(generator, 3, batches=4, batch_size=6, seed=5)
+
+    for name, tensor in generator.state_dict().items():  # the original is untouched
+        assert torch.equal(tensor, before[name]), name
+    after = standing.state_dict()
+    for name, tensor in after.items():  # weights and spectral-norm vectors as they were
+        if not name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(tensor, before[name]), name
+    first_norm = next(m for m in generator.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    copy_norm = next(m for m in standing.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not copy_norm.training and copy_norm.momentum == 0.1
+    # the first norm's mean is the average of its per-batch input means over the same four batches
+    replay = copy.deepcopy(generator)
+    means: list[torch.Tensor] = []
+    next(m for m in replay.modules() if isinstance(m, torch.nn.BatchNorm2d)).register_forward_hook(
+        lambda module, inputs, output: means.append(inputs[0].mean((0, 2, 3))))
+    stream = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for _ in range(4):
+            latents = torch.randn(6, 8, generator=stream)
+            replay(latents, torch.randint(0, 3, (6,), generator=stream))
+    assert len(means) == 4
+    torch.testing.assert_close(copy_norm.running_mean, torch.stack(means).mean(0))
+    assert not torch.allclose(copy_norm.running_mean, first_norm.running_mean)
+
+
+@pytest.mark.parametrize("ema_stats", ["standing", "training"])
+def test_checkpoints_keep_the_ema_statistics_the_config_asks_for(disc_store, tmp_path, ema_stats):
+    run = train(disc_store, tmp_path / ema_stats, tiny(steps=3, ema_stats=ema_stats), progress=False)
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["config"]["ema_stats"] == ema_stats
+    means = [name for name in state["generator"] if name.endswith("running_mean")]
+    assert means
+    same = all(torch.equal(state["generator"][name], state["generator_ema"][name]) for name in means)
+    assert same == (ema_stats == "training")
+
+
+def test_a_finished_run_takes_new_ema_statistics_without_training(disc_store, tmp_path):
+    run = train(disc_store, tmp_path / "run", tiny(steps=3, ema_stats="training"), progress=False)
+    before = load_checkpoint(run / "checkpoint.pt")
+    train(disc_store, run, tiny(steps=3, ema_stats="standing"), progress=False)
+    after = load_checkpoint(run / "checkpoint.pt")
+    assert after["step"] == 3 and after["config"]["ema_stats"] == "standing"
+    for network in ("generator", "discriminator"):
+        for name, tensor in before[network].items():
+            assert torch.equal(tensor, after[network][name]), name
+    changed = [name for name, tensor in before["generator_ema"].items()
+               if not torch.equal(tensor, after["generator_ema"][name])]
+    assert changed and all(name.endswith(("running_mean", "running_var", "num_batches_tracked")) for name in changed)
+    assert log_lines(run)[-1]["event"] == "ema statistics rewritten"
+
+
+def test_the_preset_chooses_the_ema_statistics_unless_set():
+    assert TrainConfig().resolve(32).ema_stats == "standing"
+    assert TrainConfig(preset="resnet").resolve(32).ema_stats == "training"
+    assert TrainConfig(preset="resnet", ema_stats="standing").resolve(32).ema_stats == "standing"
+    with pytest.raises(ConfigError, match="'ema_stats': 'copied' is not one of standing, training"):
+        build_config(TrainConfig, {"ema_stats": "copied"})
 
 
 # -- LeCam ---------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 UNLABELLED_USES = ("ignore", "discriminator")
+EMA_STATS = ("standing", "training")
 BUDGET_CLOCKS = ("wall", "cpu")
 #: Smallest patch the networks handle: two stages of 2x up/down sampling from their 4x4 base.
 MIN_PATCH_SIZE = 16
@@ -62,6 +63,11 @@ class TrainConfig:
     unlabelled_fraction: float = option(0.5, "share of each batch drawn from unlabelled rows with "
                                              "--unlabelled discriminator (when the store has any)")
     ema_decay: float = option(0.999, "decay of the generator's exponential moving average used for sampling")
+    ema_stats: str | None = option(None, "batch-norm statistics of the sampling average that checkpoints "
+                                         "keep: 'standing' measures them on its own outputs, 'training' "
+                                         "keeps the training generator's (None: by preset, standing for "
+                                         "plain, training for resnet)",
+                                   choices=EMA_STATS, resumable=True)
     augment: list[str] = option(list(AUGMENTATIONS), "differentiable augmentations applied to every image the "
                                                      "discriminator sees", choices=AUGMENTATIONS)
     augment_p: float = option(0.0, "probability of each augmentation per image: start value with --ada, "
@@ -107,7 +113,7 @@ class TrainConfig:
         if not 0 < self.ada_target < 1:
             raise ConfigError("config", f"option 'ada_target' must lie in (0, 1), got {self.ada_target}")
         for name, valid in (("device", DEVICES), ("precision", PRECISIONS), ("unlabelled", UNLABELLED_USES),
-                            ("budget_clock", BUDGET_CLOCKS)):
+                            ("budget_clock", BUDGET_CLOCKS), ("ema_stats", (*EMA_STATS, None))):
             if getattr(self, name) not in valid:
                 raise ConfigError("config", f"option {name!r}: {getattr(self, name)!r} is not one of "
                                             f"{', '.join(valid)}")
@@ -134,6 +140,8 @@ class TrainConfig:
                                         f"{', '.join(map(str, defaults))}); set "
                                         f"{', '.join(name.replace('_', '-') for name in missing)}")
         resolved = dataclasses.replace(self, **{name: defaults[patch_size][name] for name in missing})
+        if resolved.ema_stats is None:
+            resolved.ema_stats = get_preset(self.preset).ema_stats
         resolved.validate()
         return resolved
 
