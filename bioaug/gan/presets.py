@@ -76,8 +76,8 @@ def get_preset(name: str) -> Preset:
 register_preset(Preset(
     "plain", "one convolution per stage: the first edition's networks, fast on a CPU (tests and the demo)",
     "bioaug.gan.networks:Generator", "bioaug.gan.networks:Discriminator", SIZE_DEFAULTS,
-    # measured on the fold-0 10% CRC cell at 1,800 CPU s: Fréchet 167 -> 67, two-sample accuracy 0.84 -> 0.77
-    # (docs/results/ema-stats); the residual networks do better with the training statistics (47 vs 93)
+    # measured on the fold-0 10% CRC cell at 1,800 CPU s: Fréchet 167 -> 69, two-sample accuracy 0.835 -> 0.776
+    # (docs/results/ema-stats); the residual networks do better with the training statistics (47 against 95)
     ema_stats="standing"))
 register_preset(Preset(
     "resnet", "residual blocks (SNGAN/BigGAN family): conditional batch norm and skip-z in the generator, "
