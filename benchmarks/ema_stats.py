@@ -29,12 +29,14 @@ STATISTICS = ("training", "standing")
 
 def _generator_choice():
     """The judging code of ``generator_choice.py`` beside this file (benchmarks are scripts, not a package)."""
+    if "generator_choice" in sys.modules:
+        return sys.modules["generator_choice"]
     path = Path(__file__).resolve().with_name("generator_choice.py")
     spec = importlib.util.spec_from_file_location("generator_choice", path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up while the file runs
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
-    return sys.modules[spec.name]
+    return module
 
 
 def sampling_generators(run: Path, batches: int, seed: int) -> dict[str, Any]:
@@ -92,10 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bioaug.gan.grids import write_png
     from bioaug.gan.sampling import generate
     from bioaug.gan.trainer import STANDING_BATCHES
-    from bioaug.provenance import sha256_file, run_record, write_json_atomic
+    from bioaug.provenance import run_record, sha256_file
     from bioaug.store import PatchStore
 
     choice = _generator_choice()
@@ -126,11 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run.name} ({statistics}): Fréchet {fidelity['frechet_distance']:.1f}, two-sample accuracy "
                   f"{fidelity['two_sample_accuracy']:.3f}", file=sys.stderr)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "results.json", results)
-    (args.out / "results.md").write_text(markdown(results))
-    write_png(choice.side_by_side(panels, names), args.out / "ema_stats.png")
-    print(markdown(results))
+    choice.write_outputs(args.out, results, markdown(results), choice.side_by_side(panels, names), "ema_stats.png")
     return 0
 
 

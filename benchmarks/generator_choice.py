@@ -277,7 +277,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bioaug.provenance import write_json_atomic
     from bioaug.store import PatchStore
 
     torch.set_num_threads(args.threads)
@@ -313,15 +312,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{variant.name}: {training['steps']} steps, Fréchet {fidelity['frechet_distance']:.2f}, "
               f"two-sample accuracy {fidelity['two_sample_accuracy']:.3f}", file=sys.stderr)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "results.json", results)
-    (args.out / "results.md").write_text(markdown(results))
-    from bioaug.gan.grids import write_png
-
-    write_png(side_by_side(panels, names), args.out / "generator_choice.png")
-    print(markdown(results))
-    print(f"wrote {args.out}", file=sys.stderr)
+    write_outputs(args.out, results, markdown(results), side_by_side(panels, names), "generator_choice.png")
     return 0
+
+
+def write_outputs(out: Path, results: dict[str, Any], text: str, sheet, png_name: str) -> None:
+    """``results.json``, ``results.md`` (``text``, also printed) and the sample sheet ``png_name`` under ``out``."""
+    from bioaug.gan.grids import write_png
+    from bioaug.provenance import write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", results)
+    (out / "results.md").write_text(text)
+    write_png(sheet, out / png_name)
+    print(text)
+    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
