@@ -16,8 +16,8 @@ Writes ``results.json``, ``results.md`` and ``generator_choice.png`` under ``--o
 classifier go under ``--work`` (rerunning reuses finished runs: their budget is spent). For example, the
 fold-0, 10% cell with its unlabelled pool, 30 CPU minutes per variant, four variants side by side::
 
-    python benchmarks/generator_choice.py --store crc-eval/work/fold-0/budget-0.10/gan-store \\
-        --unlabelled crc-eval/work/fold-0/budget-0.10/pool-store --reference fold-0-training-images-store \\
+    python benchmarks/generator_choice.py --store crc-eval/work/fold-0/draw-0/budget-0.10/gan-store \\
+        --unlabelled crc-eval/work/fold-0/draw-0/budget-0.10/pool-store --reference fold-0-training-images-store \\
         --presets plain resnet --unlabelled-modes ignore discriminator --budget-s 1800 --budget-clock cpu \\
         --threads 1 --jobs 4
 

@@ -95,10 +95,10 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 def _cell_store(text: str) -> tuple[str, str]:
-    """``FOLD-BUDGET=STORE`` from the command line as a (key, store) pair of ``EvaluateConfig.synthetic``."""
+    """``FOLD-BUDGET[-DRAW]=STORE`` from the command line as a (key, store) pair of ``EvaluateConfig.synthetic``."""
     key, separator, store = text.partition("=")
     if not separator or not store:
-        raise argparse.ArgumentTypeError(f"expected FOLD-BUDGET=STORE (e.g. 0-0.1=synth-store), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected FOLD-BUDGET[-DRAW]=STORE (e.g. 0-0.1=synth-store), got {text!r}")
     return key, store
 
 
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="measure whether synthetic patches help a classifier",
                                    description="Grouped cross-validation over slides (or patients) with label "
-                                   "budgets; per fold and budget a GAN trained on the budget's training slides "
+                                   "budgets (folds and budget draws fixed per slide in a split file); per fold, draw and budget a GAN trained on the budget's training slides "
                                    "(and, with an unlabelled pool, their confidently pseudo-labelled nuclei) "
                                    "only; the arms of --arms (real, classic, synthetic, pseudo-label and colour "
                                    "baselines) on the same splits, seeds and optimiser steps; metrics with "
@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "REPORT_DIR/work)")
     evaluate.add_argument("--synthetic", dest="synthetic", type=_cell_store, nargs="+", default=None,
                           metavar="FOLD-BUDGET=STORE", help="ready synthetic store for a fold and budget (e.g. "
-                          "0-0.1=synth); that cell trains no generator")
+                          "0-0.1=synth; FOLD-BUDGET-DRAW for a budget draw other than 0); that cell trains no "
+                          "generator")
     evaluate.add_argument("--external", dest="external", type=_named_store, nargs="+", default=None,
                           metavar="NAME=STORE", help="external test store (repeatable): every classifier is also "
                           "tested on it; adding one to a finished evaluation only predicts")

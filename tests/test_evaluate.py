@@ -1,8 +1,7 @@
-"""bioaug.evaluate: grouped splits, metrics against scikit-learn, statistics, fidelity, leakage, baseline, report."""
+"""bioaug.evaluate: metrics against scikit-learn, statistics, fidelity, leakage, baseline, report."""
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,74 +9,11 @@ import pytest
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
                              recall_score, roc_auc_score)
 
-from bioaug.errors import BioaugError, CheckpointError, ConfigError
-from bioaug.evaluate import (bootstrap_ci, bootstrap_metric_ci, check_disjoint_groups, check_generator_leakage,
-                             check_generator_store, classification_metrics, colour_baseline, colour_features,
-                             fidelity_metrics, frechet_distance, generator_training_slides, grouped_folds,
-                             kernel_distance, label_budget, paired_test, precision_recall, roc_auc_ovr, summarize,
-                             two_sample_accuracy, validation_split, write_report)
-
-
-def _patches(n_groups: int, per_group: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and slide names where each slide holds a random mix of classes."""
-    rng = np.random.default_rng(seed)
-    groups = np.repeat([f"slide{g}" for g in range(n_groups)], per_group).astype(object)
-    return rng.integers(0, n_classes, n_groups * per_group), groups
-
-
-# --- splits -----------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("n_groups, per_group, n_classes, n_folds", [
-    (6, 10, 3, 2), (10, 7, 4, 5), (5, 3, 2, 5), (12, 20, 6, 3)])
-@pytest.mark.parametrize("seed", [0, 1, 7])
-def test_grouped_folds_never_share_a_slide(n_groups, per_group, n_classes, n_folds, seed):
-    labels, groups = _patches(n_groups, per_group, n_classes, seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the smallest cases cannot be stratified
-        folds = grouped_folds(labels, groups, n_folds, seed)
-        validations = [validation_split(labels, groups, train, 0.25, seed) for train, _ in folds]
-    assert len(folds) == n_folds
-    tested = np.concatenate([test for _, test in folds])
-    assert sorted(tested) == list(range(len(labels)))  # every patch tested exactly once
-    for (train, test), (fit, val) in zip(folds, validations):
-        assert not set(groups[train]) & set(groups[test])
-        assert sorted(np.concatenate([fit, val])) == sorted(train)
-        assert len(val) and not set(groups[fit]) & set(groups[val])
-
-
-def test_grouped_folds_fall_back_without_stratification_and_reject_too_many_folds():
-    labels = np.array([0] * 9 + [1])  # class 1 has one patch: cannot be stratified over 3 folds
-    groups = np.array(["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"], dtype=object)
-    with pytest.warns(UserWarning, match="without class stratification"):
-        folds = grouped_folds(labels, groups, 3, seed=0)
-    assert all(not set(groups[tr]) & set(groups[te]) for tr, te in folds)
-    with pytest.raises(ConfigError, match="folds"):
-        grouped_folds(labels, groups, 6, seed=0)
-
-
-def test_check_disjoint_groups_names_the_shared_slide():
-    groups = np.array(["a", "b", "c"], dtype=object)
-    with pytest.raises(BioaugError, match="b"):
-        check_disjoint_groups(groups, np.array([0, 1]), np.array([1, 2]))
-
-
-@pytest.mark.parametrize("n_slides, fraction, expected", [
-    (10, 0.1, 1), (10, 0.25, 2), (10, 1.0, 10), (20, 0.25, 5), (3, 0.1, 1), (8, 0.5, 4)])
-def test_label_budget_keeps_the_right_number_of_slides(n_slides, fraction, expected):
-    groups = np.repeat([f"s{i}" for i in range(n_slides)], 3).astype(object)
-    for seed in range(3):
-        mask = label_budget(groups, fraction, seed)
-        assert len(set(groups[mask])) == expected
-        assert not set(groups[mask]) & set(groups[~mask])  # whole slides only
-
-
-def test_label_budgets_are_nested_for_a_seed_and_reject_bad_fractions():
-    groups = np.array([f"s{i}" for i in range(20)], dtype=object)
-    small, large = label_budget(groups, 0.1, 3), label_budget(groups, 0.5, 3)
-    assert set(groups[small]) <= set(groups[large])
-    for fraction in (0.0, 1.5, -0.2):
-        with pytest.raises(ConfigError, match="budget"):
-            label_budget(groups, fraction, 0)
+from bioaug.errors import CheckpointError, ConfigError
+from bioaug.evaluate import (bootstrap_ci, bootstrap_metric_ci, check_generator_leakage, check_generator_store,
+                             classification_metrics, colour_baseline, colour_features, fidelity_metrics,
+                             frechet_distance, generator_training_slides, kernel_distance, paired_test,
+                             precision_recall, roc_auc_ovr, summarize, two_sample_accuracy, write_report)
 
 
 # --- metrics ----------------------------------------------------------------------------------------------------

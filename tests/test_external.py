@@ -27,9 +27,9 @@ def test_external_section_is_written_and_adding_it_later_trains_nothing(disc_sto
                                                                         monkeypatch):
     out = tmp_path / "eval"
     protocol.run_evaluation(disc_store, out, build_config(EvaluateConfig, SMALL), progress=False)
-    results = out / "work" / "fold-0" / "budget-1.00" / "results"
+    results = out / "work" / "fold-0" / "draw-0" / "budget-1.00" / "results"
     before = {path.name: path.stat().st_mtime_ns for path in results.iterdir()}
-    [checkpoint] = (out / "work" / "fold-0" / "budget-1.00").glob("gan-*/checkpoint.pt")
+    [checkpoint] = (out / "work" / "fold-0" / "draw-0" / "budget-1.00").glob("gan-*/checkpoint.pt")
     trained = checkpoint.stat().st_mtime_ns
 
     def refuse(*args, **kwargs):
@@ -59,7 +59,7 @@ def test_an_external_store_sharing_a_slide_is_refused_before_training(disc_store
                  "--external", f"copy={shared.path}", "--classifier-steps", "1"]) == 2
     error = capsys.readouterr().err.strip()
     assert "external copy" in error and "shares slide(s) with the labelled store" in error and "\n" not in error
-    assert not (tmp_path / "eval" / "work" / "fold-0" / "budget-0.10" / "results").exists()
+    assert not (tmp_path / "eval" / "work" / "fold-0" / "draw-0" / "budget-0.10" / "results").exists()
 
 
 def test_class_mismatch_needs_a_mapping(disc_store, tmp_path):

@@ -53,9 +53,36 @@ def test_plan_keeps_slides_apart_and_budgets_nested(disc_store, tmp_path):
     for cell in cells:
         assert not set(slides[cell.train]) & set(slides[cell.test]) and cell.test_slides == set(slides[cell.test])
         assert set(cell.train_store.slides) == set(slides[cell.train])
-        assert cell.directory == tmp_path / "work" / f"fold-{cell.fold}" / f"budget-{cell.budget:.2f}"
+        assert cell.directory == tmp_path / "work" / f"fold-{cell.fold}" / "draw-0" / f"budget-{cell.budget:.2f}"
     for small, large in ((cells[0], cells[1]), (cells[2], cells[3])):
         assert set(small.train) < set(large.train)
+
+
+def test_a_split_file_gives_every_store_of_the_same_slides_the_same_cells(tmp_path, no_training):
+    small = make_disc_store(tmp_path / "small", per_class=24, patch_size=32, slides=6, seed=0)
+    large = make_disc_store(tmp_path / "large", per_class=36, patch_size=48, slides=6, seed=5)
+    config = EvaluateConfig(folds=3, budgets=[0.25, 1.0], budget_draws=[0, 1], arms=["real"],
+                            splits=str(tmp_path / "splits.json"))
+    first = protocol.plan(small, config, tmp_path / "a")
+    assert (tmp_path / "splits.json").is_file() and not (tmp_path / "splits.json").with_suffix(".tmp").exists()
+    second = protocol.plan(large, config, tmp_path / "b")
+    assert [(c.fold, c.draw, c.budget) for c in first] == [(c.fold, c.draw, c.budget) for c in second]
+    assert len(first) == 3 * 3  # budget 100% is the same cell in every draw: run once per fold
+    for a, b in zip(first, second):
+        assert a.test_slides == b.test_slides
+        assert set(a.train_store.slides) == set(b.train_store.slides)
+    fewer = make_disc_store(tmp_path / "fewer", slides=5)
+    with pytest.raises(ConfigError, match="split.json|splits.json.*1 slide\\(s\\) of the split are not in") as error:
+        protocol.plan(fewer, config, tmp_path / "c")
+    assert "\n" not in str(error.value)
+
+
+def test_view_larger_than_the_store_is_refused_before_training(disc_store, tmp_path, no_training, capsys):
+    assert main(["evaluate", str(disc_store.path), "--out", str(tmp_path / "eval"), "--classifier-view", "48",
+                 "--folds", "2", "--arms", "real"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "view of 48 px is larger than its 32 px patches" in error and str(disc_store.path) in error
+    assert "\n" not in error and not (tmp_path / "eval").exists()
 
 
 def test_ready_synthetic_store_from_a_test_slide_is_refused_before_training(disc_store, tmp_path, no_training):
@@ -65,7 +92,7 @@ def test_ready_synthetic_store_from_a_test_slide_is_refused_before_training(disc
     with pytest.raises(CheckpointError, match=f"test slide.*{test_slide}") as raised:
         protocol.run_evaluation(disc_store, tmp_path / "eval", config, progress=False)
     assert "\n" not in str(raised.value)
-    assert not (tmp_path / "eval" / "work" / "fold-0" / "budget-1.00" / "results").exists()
+    assert not (tmp_path / "eval" / "work" / "fold-0" / "draw-0" / "budget-1.00" / "results").exists()
 
 
 def test_ready_synthetic_store_outside_the_budget_or_unrecorded_is_refused(disc_store, tmp_path, no_training):
@@ -83,7 +110,7 @@ def test_ready_synthetic_store_outside_the_budget_or_unrecorded_is_refused(disc_
 
 def test_gan_run_of_another_split_in_the_work_directory_is_refused(disc_store, tmp_path, no_training):
     """A GAN run left at a cell's path but trained on other patches fails the store-hash check."""
-    gan = tmp_path / "eval" / "work" / "fold-0" / "budget-1.00" / "gan-0123456789ab"
+    gan = tmp_path / "eval" / "work" / "fold-0" / "draw-0" / "budget-1.00" / "gan-0123456789ab"
     gan.mkdir(parents=True)
     (gan / "config.json").write_text(json.dumps({"inputs": {"store": str(disc_store.path),
                                                             "store_sha256": disc_store.content_hash}}))
@@ -143,9 +170,9 @@ def test_tiny_evaluation_writes_every_report_file_and_resumes(disc_store, tmp_pa
     assert all(record["shared with test"] == 0 for record in report["leakage"].values())
     assert len(report["fidelity"]) >= 2 and "Generator leakage check" in (out / "report.md").read_text()
     assert "Main comparison" in (out / "report.md").read_text()
-    [gan_run] = (out / "work" / "fold-0" / "budget-0.50").glob("gan-*/config.json")
+    [gan_run] = (out / "work" / "fold-0" / "draw-0" / "budget-0.50").glob("gan-*/config.json")
     gan = json.loads(gan_run.read_text())
-    train_store = PatchStore(out / "work" / "fold-0" / "budget-0.50" / "train-store")
+    train_store = PatchStore(out / "work" / "fold-0" / "draw-0" / "budget-0.50" / "train-store")
     assert gan["inputs"]["store_sha256"] == train_store.content_hash
     assert len(set(train_store.slides)) == 1  # half of the two training slides
 
@@ -157,14 +184,14 @@ def test_tiny_evaluation_writes_every_report_file_and_resumes(disc_store, tmp_pa
     assert json.loads((out / "report.json").read_text())["summaries"] == json.loads(before)["summaries"]
 
     # another generator by name: a new GAN beside the old one, and only the arms that use its patches retrain
-    results = sorted((out / "work").glob("fold-0/budget-*/results/*.json"))
+    results = sorted((out / "work").glob("fold-0/draw-0/budget-*/results/*.json"))
     before = {path: path.stat().st_mtime_ns for path in results}
     retrained = []
     monkeypatch.setattr(protocol, "train_classifier", lambda *args, **kwargs: retrained.append(1) or train(
         *args, **kwargs))
     protocol.run_evaluation(disc_store, out, build_config(EvaluateConfig, {
         **TINY, "generator": {**TINY["generator"], "preset": "resnet"}}), progress=False)
-    cell = out / "work" / "fold-0" / "budget-0.50"
+    cell = out / "work" / "fold-0" / "draw-0" / "budget-0.50"
     presets = sorted(json.loads(path.read_text())["config"]["preset"] for path in cell.glob("gan-*/config.json"))
     assert presets == ["plain", "resnet"]
     changed = [path for path in results if path.stat().st_mtime_ns != before[path]]
@@ -201,7 +228,7 @@ def test_a_pool_holding_a_renamed_test_image_is_refused_before_training(hashed_s
     config = EvaluateConfig(**{**TINY, "unlabelled": str(pool.path)})
     with pytest.raises(ConfigError, match=f"renamed has the same content as labelled slide {test_slide}") as raised:
         protocol.run_evaluation(hashed_store, tmp_path / "eval", config, progress=False)
-    assert "\n" not in str(raised.value) and not (tmp_path / "eval" / "work" / "fold-0" / "budget-0.50" / "results").exists()
+    assert "\n" not in str(raised.value) and not (tmp_path / "eval" / "work" / "fold-0" / "draw-0" / "budget-0.50" / "results").exists()
 
 
 @pytest.mark.parametrize("kind, message", [("other slides", "slide.*the labelled store does not"),
@@ -228,7 +255,7 @@ def test_pseudo_label_trains_on_the_budget_and_the_pool_only(hashed_store, tmp_p
                                                                   "pseudo_label+selected"],
                                "unlabelled": str(pool.path), "pseudo_label_threshold": 0.0})
     out = protocol.run_evaluation(hashed_store, tmp_path / "eval", config, progress=False)
-    cell = out / "work" / "fold-0" / "budget-0.50"
+    cell = out / "work" / "fold-0" / "draw-0" / "budget-0.50"
     train_store, pool_store = PatchStore(cell / "train-store"), PatchStore(cell / "pool-store")
     test_slides = protocol.plan(hashed_store, config, tmp_path / "plan")[0].test_slides
     assert not set(pool_store.slides) & (test_slides | set(train_store.slides))  # outside test and budget

@@ -5,12 +5,18 @@ evaluation config without importing a network.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..config import option
 from ..errors import ConfigError
 from .augmentation import RECIPES
 from .networks import NETWORKS
+
+MARKERS = ("none", "gaussian")
+TTA_MODES = ("none", "dihedral", "dihedral+shift")
+CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")
+SAMPLERS = ("uniform", "balanced")
 
 
 @dataclass
@@ -31,6 +37,23 @@ class ClassifierConfig:
     eval_every: int = option(50, "steps between validations when patience > 0")
     seed: int = option(0, "seed for initialisation, batch order and augmentation")
     augmentation: str = option("none", "training-time augmentation recipe", choices=tuple(RECIPES))
+    view: int = option(0, "field of view in pixels: the network sees a centre crop of this edge of every patch "
+                          "(real, pseudo-labelled and synthetic alike); 0: the whole patch")
+    view_um: float = option(0.0, "field of view in µm, converted with the store's µm/px (instead of view)")
+    marker: str = option("none", "extra input channel marking the nucleus being classified: gaussian (centred "
+                                 "on the patch), or none", choices=MARKERS)
+    marker_sigma: float = option(4.0, "standard deviation of the gaussian marker, in pixels")
+    tta: str = option("none", "test-time augmentation: predictions averaged over the 8 flips and right-angle "
+                              "rotations (dihedral), plus crops shifted by tta_shift pixels (dihedral+shift)",
+                      choices=TTA_MODES)
+    tta_shift: int = option(2, "shift of the neighbouring crops of dihedral+shift, in pixels")
+    class_weighting: str = option("inverse", "cross-entropy class weights from the batches' class mixture: "
+                                             "inverse frequency, its square root, or none",
+                                  choices=CLASS_WEIGHTINGS)
+    sampler: str = option("uniform", "how the real patches of a batch are drawn: uniform, or balanced (every "
+                                     "class equally often)", choices=SAMPLERS)
+    logit_adjustment: float = option(0.0, "post-hoc logit adjustment tau (Menon et al. 2021): tau x log of the "
+                                          "class prior the trained network learned is subtracted at prediction")
 
     def validate(self) -> None:
         """Reject impossible values before any training starts."""
@@ -47,3 +70,30 @@ class ClassifierConfig:
             raise ConfigError("warmup_fraction", f"must lie in [0, 1), got {self.warmup_fraction}")
         if self.lr <= 0 or self.weight_decay < 0 or self.patience < 0:
             raise ConfigError("classifier", "lr must be > 0, weight_decay and patience >= 0")
+        for name, choices in (("marker", MARKERS), ("tta", TTA_MODES), ("class_weighting", CLASS_WEIGHTINGS),
+                              ("sampler", SAMPLERS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"--classifier-{name.replace('_', '-')}",
+                                  f"{getattr(self, name)!r} is not one of {', '.join(choices)}")
+        if self.view < 0 or self.view_um < 0 or (self.view and self.view_um):
+            raise ConfigError("--classifier-view", "give the field of view once, in pixels (view) or in µm "
+                                                   f"(view_um), not negative; got {self.view} px, {self.view_um} µm")
+        if self.view and self.view < 8:
+            raise ConfigError("--classifier-view", f"a view of {self.view} px is too small for the networks (>= 8)")
+        if self.marker_sigma <= 0 or self.tta_shift < 1 or self.logit_adjustment < 0:
+            raise ConfigError("classifier", "marker_sigma must be > 0, tta_shift >= 1, logit_adjustment >= 0")
+
+    def for_patches(self, patch_size: int, mpp: float, source: object) -> "ClassifierConfig":
+        """This config with the field of view in pixels of ``source``'s patches (``patch_size`` px at ``mpp``).
+
+        Raises ``ConfigError`` naming both when the view (with the shifted crops of ``dihedral+shift``) does not
+        fit in the patches, so one store cut at the largest view serves every smaller one.
+        """
+        view = int(round(self.view_um / mpp)) if self.view_um else (self.view or patch_size)
+        reach = view + (2 * self.tta_shift if self.tta == "dihedral+shift" else 0)
+        if reach > patch_size:
+            what = f"{self.view_um:g} µm ({view} px at {mpp:g} µm/px)" if self.view_um else f"{view} px"
+            shifts = f" with tta shifts of {self.tta_shift} px" if reach > view else ""
+            raise ConfigError(source, f"the classifier's view of {what}{shifts} is larger than its {patch_size} px "
+                                      "patches: tile a store with larger patches or choose a smaller view")
+        return dataclasses.replace(self, view=view, view_um=0.0)

@@ -26,30 +26,51 @@ from ..progress import progress_bar
 from ..provenance import atomic_path
 from .augmentation import build_augmentation
 from .config import ClassifierConfig
-from .networks import build_network
+from .model import PatchClassifier, centre_crop, without_tta
 
 
-def mixture_class_weights(labels: np.ndarray, extra_labels: np.ndarray | None, extra_fraction: float,
-                          n_classes: int) -> np.ndarray:
-    """Loss weights ``1 / (K p_c)`` for the class frequencies ``p_c`` of the batches actually drawn.
+#: Exponent of the class frequency in the loss weights of each ``class_weighting``.
+WEIGHTING_POWERS = {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}
 
-    Batches hold ``1 - extra_fraction`` real and ``extra_fraction`` extra patches, so the expected class
-    distribution mixes the two sets' distributions; every present class then weighs the same in the loss.
-    Classes absent from both get weight 0 (they contribute no terms anyway).
-    """
-    frequency = np.bincount(labels, minlength=n_classes) / max(len(labels), 1)
+
+def batch_class_frequency(labels: np.ndarray, extra_labels: np.ndarray | None, extra_fraction: float,
+                          n_classes: int, sampler: str = "uniform") -> np.ndarray:
+    """The expected class distribution of the batches drawn: real patches (uniformly, or every present class
+    equally often with the ``balanced`` sampler) mixed with ``extra_fraction`` extra patches."""
+    counts = np.bincount(labels, minlength=n_classes)
+    frequency = (counts > 0) / max((counts > 0).sum(), 1) if sampler == "balanced" else counts / max(len(labels), 1)
     if extra_labels is not None and len(extra_labels) and extra_fraction > 0:
         extra = np.bincount(extra_labels, minlength=n_classes) / len(extra_labels)
         frequency = (1 - extra_fraction) * frequency + extra_fraction * extra
+    return frequency
+
+
+def mixture_class_weights(labels: np.ndarray, extra_labels: np.ndarray | None, extra_fraction: float,
+                          n_classes: int, weighting: str = "inverse", sampler: str = "uniform") -> np.ndarray:
+    """Loss weights ``(K p_c)^-power`` for the class frequencies ``p_c`` of the batches actually drawn.
+
+    Batches hold ``1 - extra_fraction`` real and ``extra_fraction`` extra patches, so the expected class
+    distribution mixes the two sets' distributions (``batch_class_frequency``). ``inverse`` (power 1) makes
+    every present class weigh the same in the loss, ``sqrt`` halfway, ``none`` leaves the frequencies as they
+    are. Classes absent from both get weight 0 (they contribute no terms anyway).
+    """
+    frequency = batch_class_frequency(labels, extra_labels, extra_fraction, n_classes, sampler)
     present = frequency > 0
     weights = np.zeros(n_classes)
-    weights[present] = 1.0 / (present.sum() * frequency[present])
+    weights[present] = (present.sum() * frequency[present]) ** -WEIGHTING_POWERS[weighting]
     return weights
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Inverse-frequency weights ``N / (K * count)`` of one label set (0 for absent classes)."""
     return mixture_class_weights(np.asarray(labels, dtype=np.int64), None, 0.0, n_classes)
+
+
+def learned_prior(frequency: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The class prior a network trained with ``weights`` on batches of class ``frequency`` fits: their product,
+    normalised (uniform under inverse weighting, so logit adjustment then changes nothing)."""
+    prior = frequency * weights
+    return prior / prior.sum() if prior.sum() > 0 else np.full(len(prior), 1 / len(prior))
 
 
 def lr_factor(step: int, steps: int, warmup_fraction: float) -> float:
@@ -59,6 +80,26 @@ def lr_factor(step: int, steps: int, warmup_fraction: float) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(steps - warmup, 1)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _BalancedStream:
+    """Endless seeded sampling of indices with every present class equally likely at each draw."""
+
+    def __init__(self, labels: np.ndarray, rng: np.random.Generator) -> None:
+        self.classes = np.unique(labels)
+        self.members = [np.flatnonzero(labels == c) for c in self.classes]
+        self.streams = [_Stream(len(members), rng) for members in self.members]
+        self.rng = rng
+
+    @property
+    def passes(self) -> int:
+        """Passes over the largest class (the smaller ones are cycled more often)."""
+        return min(stream.passes for stream in self.streams) if self.streams else 0
+
+    def take(self, count: int) -> np.ndarray:
+        picks = np.bincount(self.rng.integers(0, len(self.classes), size=count), minlength=len(self.classes))
+        return np.concatenate([members[stream.take(n)] for members, stream, n in
+                               zip(self.members, self.streams, picks)] or [np.zeros(0, np.int64)])
 
 
 class _Stream:
@@ -92,6 +133,13 @@ def _default_device(device: str | torch.device | None) -> torch.device:
 def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1] on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _viewed(images: np.ndarray, view: int, what: str) -> np.ndarray:
+    """The central ``view`` pixels of every patch: what the network trains on (the crop costs nothing later)."""
+    if images.shape[1] < view or images.shape[2] < view:
+        raise ConfigError(what, f"{images.shape[1]} px patches are smaller than the classifier's {view} px view")
+    return centre_crop(images, view)
 
 
 def _check_images(images: np.ndarray, labels: np.ndarray | None, what: str) -> None:
@@ -159,10 +207,17 @@ def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, val_ima
     use_amp = device.type == "cuda"
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    real_stream, extra_stream = _Stream(len(train_images), rng), _Stream(len(extra_images) if has_extra else 0, rng)
+    view = config.view or train_images.shape[1]
+    train_images = _viewed(train_images, view, "training patches")
+    extra_images = _viewed(extra_images, view, "extra training patches") if has_extra else None
+    real_stream = (_BalancedStream(labels, rng) if config.sampler == "balanced" else _Stream(len(train_images), rng))
+    extra_stream = _Stream(len(extra_images) if has_extra else 0, rng)
     augment = build_augmentation(config.augmentation, config.seed)
-    model = build_network(config.network, n_classes).to(device)
-    weights = mixture_class_weights(labels, extra_labels, n_extra / config.batch_size, n_classes)
+    model = PatchClassifier(config, n_classes).to(device)
+    share = n_extra / config.batch_size
+    frequency = batch_class_frequency(labels, extra_labels, share, n_classes, config.sampler)
+    weights = mixture_class_weights(labels, extra_labels, share, n_classes, config.class_weighting, config.sampler)
+    model.set_prior(learned_prior(frequency, weights))
     loss_fn = nn.CrossEntropyLoss(weight=torch.as_tensor(weights, dtype=torch.float32, device=device))
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -171,6 +226,7 @@ def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, val_ima
 
     history: dict[str, Any] = {"steps": config.steps, "batch": {"real": n_real, "extra": n_extra}, "log": [],
                                "best_step": config.steps, "stopped_early": False, "class_weights": weights.tolist(),
+                               "prior": learned_prior(frequency, weights).tolist(),
                                "n_train": int(len(train_images)), "n_extra": int(len(extra_images)) if has_extra else 0}
     interval = config.eval_every if validating else max(config.steps // 10, 1)
     best_score, best_state, since_best, losses = -np.inf, None, 0, []
@@ -275,11 +331,13 @@ def _batched(model: nn.Module, images: np.ndarray, batch_size: int, device: str 
     """Apply ``run`` to ``images`` in eval mode, batch by batch, without gradients; concatenated as float64."""
     device = _default_device(device)
     model.eval()
+    size = model.input_size(images.shape[1]) if isinstance(model, PatchClassifier) else images.shape[1]
     outputs = []
     with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16,
                                          enabled=device.type == "cuda"):
         for start in range(0, len(images), batch_size):
-            outputs.append(run(_to_tensor(images[start:start + batch_size], device)).float().cpu().numpy())
+            batch = centre_crop(images[start:start + batch_size], size)
+            outputs.append(run(_to_tensor(batch, device)).float().cpu().numpy())
     return np.concatenate(outputs).astype(np.float64)
 
 
@@ -310,7 +368,8 @@ def extract_features(model: nn.Module, images: np.ndarray, *, batch_size: int = 
         return captured[0].flatten(1)
 
     try:
-        return _batched(model, images, batch_size, device, features)
+        with without_tta(model):
+            return _batched(model, images, batch_size, device, features)
     finally:
         hook.remove()
 
@@ -322,12 +381,12 @@ def save_classifier(model: nn.Module, path: Path) -> None:
         torch.save(model.state_dict(), tmp)
 
 
-def load_classifier(path: Path, network: str, n_classes: int) -> nn.Module:
-    """The classifier ``network`` with the weights saved at ``path``, in eval mode.
+def load_classifier(path: Path, config: ClassifierConfig, n_classes: int) -> nn.Module:
+    """The classifier of ``config`` (its network, view, marker, TTA) with the weights saved at ``path``, in eval mode.
 
     Loaded with ``weights_only=True``; an unreadable or mismatched file is a one-line ``CheckpointError``.
     """
-    model = build_network(network, n_classes)
+    model = PatchClassifier(config, n_classes)
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as exc:

@@ -19,8 +19,7 @@ _LAZY = {
     "roc_auc_ovr": "metrics", "scalar_metric": "metrics",
     "run_evaluation": "protocol",
     "summarize_results": "report", "write_report": "report",
-    "check_disjoint_groups": "splits", "grouped_folds": "splits", "label_budget": "splits",
-    "validation_split": "splits",
+    "Splits": "splits", "check_disjoint_groups": "splits", "validation_split": "splits",
     "PairedTest": "stats", "Summary": "stats", "bootstrap_ci": "stats", "bootstrap_metric_ci": "stats",
     "paired_test": "stats", "summarize": "stats",
 }

@@ -17,19 +17,32 @@ from ..errors import ConfigError
 from ..gan.config import DEVICES, TrainConfig
 from ..synthesis.config import AugmentConfig
 from .arms import ARMS
+from .splits import DRAW_POLICIES
 
 
 @dataclass
 class EvaluateConfig:
     """The evaluation protocol: splits, label budgets, arms, seeds, unlabelled pool and the stages it drives."""
 
-    folds: int = option(5, "grouped cross-validation folds (StratifiedGroupKFold)")
+    folds: int = option(5, "grouped cross-validation folds, assigned from the group names and split_seed alone")
     run_folds: list[int] = option([], "indices of the folds to run (empty: all folds)")
-    split_seed: int = option(0, "seed of the fold assignment, the label budgets and the generators")
+    split_seed: int = option(0, "seed of the fold assignment, the budget draws and the generators")
     group_by: str = option("slide", "manifest column naming the groups kept on one side of every split "
                                     "(slide, or e.g. patient)")
+    splits: str | None = option(None, "split file (splits.json): folds and budget draws are read from it when it "
+                                      "exists and written to it when not, so every evaluation naming it, on any "
+                                      "store of the same slides, uses the same ones (default: made anew and "
+                                      "saved as REPORT_DIR/splits.json)")
     budgets: list[float] = option([0.1, 0.25, 1.0], "label budgets: fractions of each fold's training groups "
                                                     "(nested: smaller budgets' groups are among larger ones')")
+    budget_draws: list[int] = option([0], "budget draws: each is its own seeded order of a fold's training "
+                                          "groups, labelled first to last (an axis of its own, not the "
+                                          "classifier seed)")
+    draw_policy: str = option("random", "how a draw orders the groups: random, or every_class (groups bringing a "
+                                        "class not yet covered first, so small budgets hold every class)",
+                              choices=DRAW_POLICIES)
+    budget_steps: list[int] = option([], "classifier steps per budget, one per entry of budgets (empty: "
+                                         "classifier steps for all); every arm of a budget trains the same steps")
     seeds: list[int] = option([0, 1, 2, 3, 4], "classifier seeds; every arm runs every seed on the same splits")
     arms: list[str] = option(["real", "classic", "classic+synthetic", "classic+selected", "colour"],
                              "arms to compare (add pseudo_label with an unlabelled store)", choices=tuple(ARMS))
@@ -76,7 +89,7 @@ class EvaluateConfig:
         bad_folds = [k for k in self.run_folds if not 0 <= k < self.folds]
         if bad_folds:
             raise ConfigError("run_folds", f"fold {bad_folds[0]} is not in 0..{self.folds - 1}")
-        for name in ("budgets", "seeds", "arms"):
+        for name in ("budgets", "seeds", "arms", "budget_draws"):
             values = getattr(self, name)
             if not values or len(set(values)) != len(values):
                 raise ConfigError(name, f"need at least one value and no repeats, got {values}")
@@ -84,6 +97,13 @@ class EvaluateConfig:
         if bad_budgets:
             raise ConfigError("budgets", f"a label budget is a fraction of training slides in (0, 1], "
                                          f"got {bad_budgets[0]}")
+        if any(draw < 0 for draw in self.budget_draws):
+            raise ConfigError("--budget-draws", f"draws are numbered from 0, got {self.budget_draws}")
+        if self.draw_policy not in DRAW_POLICIES:
+            raise ConfigError("--draw-policy", f"{self.draw_policy!r} is not one of {', '.join(DRAW_POLICIES)}")
+        if self.budget_steps and (len(self.budget_steps) != len(self.budgets) or min(self.budget_steps) < 1):
+            raise ConfigError("--budget-steps", f"need one positive step count per budget ({len(self.budgets)} "
+                                                f"budgets), got {self.budget_steps}")
         for arm in self.arms:
             ARMS.require(arm)
         if self.classic_recipe not in RECIPES:
@@ -109,10 +129,10 @@ class EvaluateConfig:
             if not (Path(path) / "store.json").is_file():
                 raise ConfigError(f"external {name}", f"no patch store at {path}")
         for key, path in self.synthetic.items():
-            fold, budget = synthetic_key(key)
-            if fold not in self.fold_indices() or budget not in self.budgets:
+            fold, budget, draw = synthetic_key(key)
+            if fold not in self.fold_indices() or budget not in self.budgets or draw not in self.budget_draws:
                 raise ConfigError(f"synthetic {key}", f"names no evaluated cell (folds {self.fold_indices()}, "
-                                                      f"budgets {self.budgets})")
+                                                      f"budgets {self.budgets}, draws {self.budget_draws})")
             if not (Path(path) / "store.json").is_file():
                 raise ConfigError(f"synthetic {key}", f"no patch store at {path}")
 
@@ -124,18 +144,24 @@ class EvaluateConfig:
         """Whether any arm trains on generated patches."""
         return any(ARMS[arm].needs_generator for arm in self.arms)
 
-    def ready_synthetic(self, fold: int, budget: float) -> Path | None:
-        """The ready synthetic store given for (fold, budget), if any."""
+    def ready_synthetic(self, fold: int, budget: float, draw: int) -> Path | None:
+        """The ready synthetic store given for (fold, budget, draw), if any."""
         for key, path in self.synthetic.items():
-            if synthetic_key(key) == (fold, budget):
+            if synthetic_key(key) == (fold, budget, draw):
                 return Path(path)
         return None
 
+    def steps_for(self, budget: float) -> int:
+        """Classifier steps of every arm at ``budget``."""
+        return self.budget_steps[self.budgets.index(budget)] if self.budget_steps else self.classifier.steps
 
-def synthetic_key(key: str) -> tuple[int, float]:
-    """(fold, budget) from a ``synthetic`` key such as ``"0-0.1"`` or ``"2-1.00"``."""
-    fold, _, budget = str(key).partition("-")
+
+def synthetic_key(key: str) -> tuple[int, float, int]:
+    """(fold, budget, draw) from a ``synthetic`` key: ``"0-0.1"`` (draw 0) or ``"0-0.1-2"`` (draw 2)."""
+    parts = str(key).split("-")
     try:
-        return int(fold), float(budget)
+        if len(parts) not in (2, 3):
+            raise ValueError(key)
+        return int(parts[0]), float(parts[1]), int(parts[2]) if len(parts) == 3 else 0
     except ValueError:
-        raise ConfigError(f"synthetic {key}", "keys are FOLD-BUDGET, e.g. 0-0.1") from None
+        raise ConfigError(f"synthetic {key}", "keys are FOLD-BUDGET or FOLD-BUDGET-DRAW, e.g. 0-0.1") from None

@@ -86,7 +86,7 @@ def classification_metrics(y_true: Sequence[int], y_prob: np.ndarray,
                            class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Every metric of the report for one test set, JSON-ready.
 
-    Returns the ``SCALAR_METRICS`` as floats, plus ``sensitivity`` and ``specificity`` as
+    Returns the ``SCALAR_METRICS`` as floats, plus ``sensitivity``, ``specificity`` and ``per_class_f1`` as
     ``{class name: value}`` and ``confusion_matrix`` as nested lists (rows true, columns predicted).
     """
     y_true, y_prob = _inputs(y_true, y_prob)
@@ -98,6 +98,10 @@ def classification_metrics(y_true: Sequence[int], y_prob: np.ndarray,
     sensitivity, specificity, matrix = per_class_rates(y_true, y_prob)
     result["sensitivity"] = dict(zip(names, map(float, sensitivity)))
     result["specificity"] = dict(zip(names, map(float, specificity)))
+    predicted = matrix.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # F1 = 2 TP / (actual + predicted); NaN if class absent
+        f1 = np.where(matrix.sum(axis=1) > 0, 2 * np.diag(matrix) / (matrix.sum(axis=1) + predicted), np.nan)
+    result["per_class_f1"] = dict(zip(names, map(float, f1)))
     result["confusion_matrix"] = matrix.tolist()
     return result
 

@@ -37,6 +37,7 @@ when the key matches. The report (``report.md``, ``report.json``, ``table.tex``,
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import shutil
@@ -67,7 +68,7 @@ from .external import ExternalSet, open_external
 from .metrics import classification_metrics, group_confusion, metric_from_confusion
 from .pool import check_pool, check_pool_leakage, pool_indices, slide_hashes, write_labelled_union
 from .report import write_report
-from .splits import grouped_folds, label_budget, validation_split
+from .splits import Splits, check_disjoint_groups, validation_split
 
 log = logging.getLogger("bioaug")
 
@@ -89,6 +90,7 @@ class Cell:
 
     fold: int
     budget: float
+    draw: int
     directory: Path
     train: np.ndarray
     """Input-store indices of the budget's training patches."""
@@ -104,7 +106,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return f"fold {self.fold}, budget {100 * self.budget:g}%"
+        return f"fold {self.fold}, draw {self.draw}, budget {100 * self.budget:g}%"
 
     def allowed_generator_slides(self) -> set[str]:
         """What a generator of this cell may have seen: the budget's slides and the pool's."""
@@ -112,9 +114,29 @@ class Cell:
         return set(map(str, self.train_store.slides)) | pool
 
 
-def cell_directory(work: Path, fold: int, budget: float) -> Path:
-    """``work/fold-<k>/budget-<b:.2f>``: where one (fold, budget) keeps its stores, generator and results."""
-    return work / f"fold-{fold}" / f"budget-{budget:.2f}"
+def cell_directory(work: Path, fold: int, draw: int, budget: float) -> Path:
+    """``work/fold-<k>/draw-<d>/budget-<b:.2f>``: where one cell keeps its stores, generator and results."""
+    return work / f"fold-{fold}" / f"draw-{draw}" / f"budget-{budget:.2f}"
+
+
+def resolve_splits(store: PatchStore, config: EvaluateConfig, default: Path) -> tuple[Splits, Path]:
+    """The evaluation's split and where it is saved: read from ``config.splits`` when that file exists, else
+    made from the store's group names and ``split_seed`` and saved there (or at ``default``)."""
+    groups = _groups(store, config.group_by)
+    path = Path(config.splits) if config.splits else default
+    if config.splits and path.is_file():
+        splits = Splits.load(path)
+        splits.check(groups, store.path, path, folds=config.folds, draws=config.budget_draws,
+                     group_by=config.group_by)
+        if (splits.seed, splits.draw_policy) != (config.split_seed, config.draw_policy):
+            log.warning("%s: split_seed %d and draw_policy %s come from the split file (the config's %d and %s "
+                        "are not used for folds and draws)", path, splits.seed, splits.draw_policy,
+                        config.split_seed, config.draw_policy)
+        return splits, path
+    splits = Splits.make(groups, store.labels, folds=config.folds, seed=config.split_seed, group_by=config.group_by,
+                         draws=config.budget_draws, draw_policy=config.draw_policy)
+    splits.save(path)
+    return splits, path
 
 
 def _groups(store: PatchStore, group_by: str) -> np.ndarray:
@@ -182,42 +204,46 @@ def plan(store: PatchStore, config: EvaluateConfig, work: Path) -> list[Cell]:
     """
     config.validate()
     _check_arms(config)
+    config.classifier.for_patches(store.patch_size, store.mpp, store.path)  # the view fits the patches
     groups = _groups(store, config.group_by)
-    folds = grouped_folds(store.labels, groups, config.folds, config.split_seed)
+    splits, _ = resolve_splits(store, config, work.parent / "splits.json")
     unlabelled = PatchStore(config.unlabelled) if config.unlabelled else None
     if unlabelled is not None:
         check_pool(unlabelled, store, config.unlabelled)
     hashes = slide_hashes(store)
     cells = []
-    for fold in config.fold_indices():
-        train, test = folds[fold]
+    for fold, draw, budget in itertools.product(config.fold_indices(), config.budget_draws, config.budgets):
+        if draw != config.budget_draws[0] and splits.budget_groups(fold, draw, budget) == splits.orders[fold][draw]:
+            continue  # a budget that labels every training group is the same cell in every draw
+        train, test = splits.fold_indices(groups, fold)
+        check_disjoint_groups(groups, train, test, "fold")
         test_slides = set(map(str, store.slides[test]))
-        for budget in config.budgets:
-            chosen = train[label_budget(groups[train], budget, config.split_seed)]
-            directory = cell_directory(work, fold, budget)
-            train_store = subset_store(store, chosen, directory / "train-store", provenance={
-                "fold": fold, "budget": budget, "split_seed": config.split_seed})
-            ready = config.ready_synthetic(fold, budget)
-            cell = Cell(fold, budget, directory, chosen, test, train_store, test_slides,
-                        PatchStore(ready) if ready else None,
-                        test_hashes={hashes[name] for name in test_slides if name in hashes})
-            if unlabelled is not None:
-                rows = pool_indices(unlabelled, set(map(str, store.slides[train])), set(map(str, store.slides[chosen])))
-                cell.pool = subset_store(unlabelled, rows, directory / "pool-store", provenance={
-                    "fold": fold, "budget": budget, "split_seed": config.split_seed, "role": "unlabelled pool"})
-                check_pool_leakage(cell.pool, test_slides, cell.test_hashes, directory / "pool-store")
-            if cell.ready is not None:
-                if cell.ready.class_names != store.class_names:
-                    raise ConfigError(f"synthetic {ready}", f"has classes {cell.ready.class_names}, the store "
-                                                            f"{store.class_names}")
-                if "training_slides" not in cell.ready.header.provenance:
-                    raise CheckpointError(ready, "records no generator training slides: cannot rule out that "
-                                                 "its generator saw test slides")
-                _check_generator(set(map(str, cell.ready.header.provenance["training_slides"])), cell, ready)
-            elif config.uses_generator():
-                for run in sorted(path.parent for path in directory.glob("gan-*/config.json")):
-                    _check_generator(_gan_slides(run), cell, run)
-            cells.append(cell)
+        chosen = splits.budget_indices(groups, fold, draw, budget)
+        directory = cell_directory(work, fold, draw, budget)
+        train_store = subset_store(store, chosen, directory / "train-store", provenance={
+            "fold": fold, "draw": draw, "budget": budget, "split_seed": splits.seed})
+        ready = config.ready_synthetic(fold, budget, draw)
+        cell = Cell(fold, budget, draw, directory, chosen, test, train_store, test_slides,
+                    PatchStore(ready) if ready else None,
+                    test_hashes={hashes[name] for name in test_slides if name in hashes})
+        if unlabelled is not None:
+            rows = pool_indices(unlabelled, set(map(str, store.slides[train])), set(map(str, store.slides[chosen])))
+            cell.pool = subset_store(unlabelled, rows, directory / "pool-store", provenance={
+                "fold": fold, "draw": draw, "budget": budget, "split_seed": splits.seed,
+                "role": "unlabelled pool"})
+            check_pool_leakage(cell.pool, test_slides, cell.test_hashes, directory / "pool-store")
+        if cell.ready is not None:
+            if cell.ready.class_names != store.class_names:
+                raise ConfigError(f"synthetic {ready}", f"has classes {cell.ready.class_names}, the store "
+                                                        f"{store.class_names}")
+            if "training_slides" not in cell.ready.header.provenance:
+                raise CheckpointError(ready, "records no generator training slides: cannot rule out that "
+                                             "its generator saw test slides")
+            _check_generator(set(map(str, cell.ready.header.provenance["training_slides"])), cell, ready)
+        elif config.uses_generator():
+            for run in sorted(path.parent for path in directory.glob("gan-*/config.json")):
+                _check_generator(_gan_slides(run), cell, run)
+        cells.append(cell)
     return cells
 
 
@@ -237,7 +263,8 @@ class Evaluation:
         self.store, self.config, self.progress = store, config, progress
         self.n_classes = len(store.class_names)
         self.device = None if config.device == "auto" else config.device
-        self.settings = sha256_json({"store": store.content_hash, "classifier": config_to_dict(config.classifier),
+        self.classifier = config.classifier.for_patches(store.patch_size, store.mpp, store.path)
+        self.settings = sha256_json({"store": store.content_hash, "classifier": config_to_dict(self.classifier),
                                      "classic_recipe": config.classic_recipe,
                                      "synthetic_fraction": config.synthetic_fraction,
                                      "split": [config.folds, config.split_seed, config.group_by,
@@ -253,6 +280,7 @@ class Evaluation:
         self.train = (self.store.images(cell.train), self.store.labels[cell.train])
         self.test = (self.store.images(cell.test), self.store.labels[cell.test])
         self.test_groups = np.asarray(groups[cell.test], dtype=str)
+        self.test_sha256 = sha256_json(sorted(set(self.test_groups)))
         self.bar = bar
         if self.config.classifier.patience:
             position = {index: i for i, index in enumerate(cell.train)}
@@ -285,8 +313,10 @@ class Evaluation:
         ``count`` advances the progress bar (not for a model trained early because a later step needs it).
         """
         path = cell.directory / "results" / f"{arm.name}-seed-{seed}.json"
-        key = sha256_json({"settings": self.settings, "arm": dataclasses.asdict(arm), "seed": seed,
-                           "train": cell.train_store.content_hash, "extra": extra.sha256 if extra else None})
+        steps = self.config.steps_for(cell.budget)
+        key = sha256_json({"settings": self.settings, "arm": dataclasses.asdict(arm), "seed": seed, "steps": steps,
+                           "train": cell.train_store.content_hash, "test": self.test_sha256,
+                           "extra": extra.sha256 if extra else None})
         done = _read_json(path)
         if done is not None and done.get("key") == key:
             self.bar.update(int(count))
@@ -299,7 +329,7 @@ class Evaluation:
             info = {"n_train": int(len(images)), "n_extra": 0}
         else:
             fit, val = self.data[seed]
-            config = dataclasses.replace(self.config.classifier, seed=seed,
+            config = dataclasses.replace(self.classifier, seed=seed, steps=steps,
                                          augmentation=self.config.classic_recipe if arm.classic else "none")
             fit_images, fit_labels, fraction = images[fit], labels[fit], self.config.synthetic_fraction
             extra_data = (extra.images, extra.labels) if extra is not None and len(extra.images) else None
@@ -319,7 +349,7 @@ class Evaluation:
             save_classifier(model, path.with_suffix(".pt"))  # for external tests added later, and reuse
             if arm.name in KEPT_MODELS:
                 self.models[(arm.name, seed)] = model
-        result = {"key": key, "arm": arm.name, "fold": cell.fold, "budget": cell.budget, "seed": seed,
+        result = {"key": key, "arm": arm.name, "fold": cell.fold, "draw": cell.draw, "budget": cell.budget, "seed": seed,
                   "seconds": round(time.perf_counter() - started, 2), **info,
                   **classification_metrics(self.test[1], probabilities, self.store.class_names),
                   "probabilities": np.round(probabilities, 5).tolist()}
@@ -343,7 +373,7 @@ class Evaluation:
         path = cell.directory / "results" / f"{name}-seed-{seed}"
         done = _read_json(path.with_suffix(".json"))
         if done is not None and path.with_suffix(".pt").is_file():
-            model = load_classifier(path.with_suffix(".pt"), self.config.classifier.network, self.n_classes)
+            model = load_classifier(path.with_suffix(".pt"), self.classifier, self.n_classes)
             if state_dict_sha256(model) == done.get("model_sha256"):
                 self.models[(name, seed)] = model
                 return model
@@ -382,8 +412,7 @@ class Evaluation:
                     if not weights.is_file():
                         raise StoreError(weights, "missing: this classifier's weights were not kept, so it cannot "
                                                   "be tested on an external store; delete its result to retrain")
-                    model = load_classifier(weights, done.get("network", self.config.classifier.network),
-                                            self.n_classes)
+                    model = load_classifier(weights, self.classifier, self.n_classes)
                     probabilities = predict_proba(model, images, batch_size=512, device=self.device)
                 else:
                     probabilities = colour_baseline(*self.train, images, self.n_classes, seed=seed)
@@ -394,7 +423,7 @@ class Evaluation:
                           "probabilities": np.round(probabilities, 5).tolist()}
                 write_json_atomic(path, cached)
             test_row = {name: value for name, value in cached.items() if name not in ("key", "probabilities")}
-            tested.append({**{k: row[k] for k in ("arm", "fold", "budget", "seed")}, **test_row,
+            tested.append({**{k: row[k] for k in ("arm", "fold", "draw", "budget", "seed")}, **test_row,
                            "test_set": f"external {external.name}", "classes": external.present,
                            "group_confusion": group_confusion(external.labels, np.asarray(cached["probabilities"]),
                                                               external.groups)})
@@ -556,10 +585,19 @@ def _sample_patches(store: PatchStore, rng: np.random.Generator) -> np.ndarray:
     return store.images(chosen[np.argsort(store.labels[chosen], kind="stable")])
 
 
+def _view(classifier: Any, store: PatchStore) -> str:
+    """The classifier's input in words: its field of view of the store's patches and its marker channel."""
+    view = classifier.for_patches(store.patch_size, store.mpp, store.path).view
+    marker = f" plus a gaussian nucleus marker (sigma {classifier.marker_sigma:g} px)" if classifier.marker != "none" else ""
+    return (f"a centre crop of {view} px ({view * store.mpp:g} µm) of the {store.patch_size} px patches" + marker)
+
+
 def _protocol(store: PatchStore, config: EvaluateConfig) -> dict[str, Any]:
     """What was run, in words, for the report's protocol section."""
     folds = config.fold_indices()
     classifier, generator, sampling = config.classifier, config.generator, config.augment
+    steps = (", ".join(f"{config.steps_for(b)} at {100 * b:g}%" for b in config.budgets) if config.budget_steps
+             else str(classifier.steps))
     length = (f"{generator.time_budget:g} {generator.budget_clock} seconds of training (at most {generator.steps} "
               "steps)" if generator.time_budget else f"{generator.steps} steps")
     data = (" plus the confidently pseudo-labelled pool" if config.unlabelled and config.generator_pool
@@ -569,16 +607,21 @@ def _protocol(store: PatchStore, config: EvaluateConfig) -> dict[str, Any]:
                   if classifier.patience else "none: a fixed step budget, every labelled image trains")
     return {
         "store": f"{store.path} ({len(store)} patches, classes {', '.join(store.class_names)})",
-        "splits": f"StratifiedGroupKFold by {config.group_by}, {config.folds} folds (seed {config.split_seed}); "
-                  f"folds run: {', '.join(map(str, folds))}",
+        "splits": f"{config.folds} folds by {config.group_by}, assigned from the {config.group_by} names and seed "
+                  f"{config.split_seed} alone (the same for every store of these {config.group_by}s; saved in "
+                  f"{config.splits or 'splits.json'}); folds run: {', '.join(map(str, folds))}",
         "label budgets": ", ".join(f"{100 * b:g}%" for b in config.budgets) + f" of each fold's training "
-                         f"{config.group_by}s (nested)",
+                         f"{config.group_by}s (nested within a draw); budget draws "
+                         f"{', '.join(map(str, config.budget_draws))} ({config.draw_policy.replace('_', ' ')} "
+                         "order of the training groups, an axis of its own)",
         "validation": validation,
         "arms": "; ".join(f"{name}: {ARMS[name].description}" for name in config.arms),
         "seeds": ", ".join(map(str, config.seeds)),
-        "classifier": f"{classifier.network}, {classifier.steps} optimiser steps in every arm (batch "
-                      f"{classifier.batch_size}, {100 * classifier.warmup_fraction:g}% linear warm-up then cosine, "
-                      f"AdamW lr {classifier.lr:g}), class-balanced cross-entropy over the batch mixture; classic "
+        "classifier": f"{classifier.network} seeing {_view(classifier, store)}, {steps} optimiser steps in every "
+                      f"arm (batch {classifier.batch_size}, {100 * classifier.warmup_fraction:g}% linear warm-up "
+                      f"then cosine, AdamW lr {classifier.lr:g}), {classifier.class_weighting} class weighting of "
+                      f"the cross-entropy over the batch mixture, {classifier.sampler} sampling of real patches, "
+                      f"test-time augmentation {classifier.tta}, logit adjustment tau {classifier.logit_adjustment:g}; classic "
                       f"recipe {config.classic_recipe!r}; synthetic or pseudo-labelled patches fill "
                       f"{100 * config.synthetic_fraction:g}% of every batch of the arms that use them",
         "unlabelled pool": (f"{config.unlabelled}: detected nuclei of each fold's training {config.group_by}s "
@@ -639,7 +682,9 @@ def run_evaluation(store: PatchStore | str | Path, out: str | Path, config: Eval
             samples = (_sample_patches(cell.train_store, rng),
                        _sample_patches(PatchStore(generator["stores"]["synthetic"]), rng))
     bar.close()
-    inputs = {"store": str(store.path.resolve()), "store_sha256": store.content_hash}
+    split_file = Path(config.splits) if config.splits else out / "splits.json"
+    inputs = {"store": str(store.path.resolve()), "store_sha256": store.content_hash,
+              "splits": str(split_file.resolve()), "splits_sha256": sha256_file(split_file)}
     if config.unlabelled:
         inputs |= {"unlabelled": str(Path(config.unlabelled).resolve()),
                    "unlabelled_sha256": PatchStore(config.unlabelled).content_hash}

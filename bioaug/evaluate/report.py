@@ -33,7 +33,7 @@ def summarize_results(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[st
                       n_resamples: int = 2000, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     """Per arm × budget × metric summaries over runs, and paired tests of each arm against each reference.
 
-    Pairs are matched on (seed, fold) within a budget. References absent from ``rows`` are skipped. When rows
+    Pairs are matched on (seed, fold, draw) within a budget. References absent from ``rows`` are skipped. When rows
     carry per-image confusion matrices (``group_confusion``), confidence intervals of means and of paired
     differences resample both runs and test images (``image_bootstrap``), so they hold the seed-to-seed and the
     image-to-image variation; otherwise, and for ROC AUC, they resample runs.
@@ -51,11 +51,10 @@ def summarize_results(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[st
     for budget in budgets:
         chosen = [row for row in rows if float(row["budget"]) == budget]
         for metric in metrics:
-            cells = {arm: {(row["seed"], row["fold"]): float(row[metric]) for row in chosen if row["arm"] == arm}
-                     for arm in arms}
+            cells = {arm: {_run(row): float(row[metric]) for row in chosen if row["arm"] == arm} for arm in arms}
             draws = None
             if metric in CONFUSION_METRICS and all("group_confusion" in row for row in chosen):
-                draws = image_bootstrap({(row["arm"], row["seed"], row["fold"]): row for row in chosen}, metric,
+                draws = image_bootstrap({(row["arm"], *_run(row)): row for row in chosen}, metric,
                                         n_resamples=n_resamples, seed=seed)
 
             def mean_draws(arm: str, keys: Sequence[tuple[Any, Any]]) -> np.ndarray:
@@ -91,7 +90,51 @@ def summarize_results(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[st
                             mean_draws(arm, common) - mean_draws(reference, common), confidence)
                     comparisons.append({"arm": arm, "reference": reference, "budget": budget, "metric": metric,
                                         **test})
-    return {"summaries": summaries, "comparisons": comparisons}
+    return {"summaries": summaries, "comparisons": comparisons, "headroom": headroom(rows, metrics, seed=seed),
+            "draws": draw_spread(rows, metrics)}
+
+
+def _run(row: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """What pairs runs across arms within a budget: the classifier seed, the fold and the budget draw."""
+    return row["seed"], row["fold"], row.get("draw", 0)
+
+
+def headroom(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], *, seed: int = 0) -> list[dict[str, Any]]:
+    """Per arm, budget below the largest and metric: how far the largest budget is above it, paired by fold and
+    seed (every draw of the smaller budget against the same fold and seed at the largest, whose draws coincide
+    when it keeps every training group). This is the room synthetic patches could fill."""
+    budgets = sorted({float(row["budget"]) for row in rows})
+    if len(budgets) < 2:
+        return []
+    top = budgets[-1]
+    found = []
+    for arm in _ordered([row["arm"] for row in rows]):
+        full = {(row["seed"], row["fold"]): row for row in rows if row["arm"] == arm and float(row["budget"]) == top}
+        for budget in budgets[:-1]:
+            for metric in metrics:
+                gaps = [float(full[(row["seed"], row["fold"])][metric]) - float(row[metric]) for row in rows
+                        if row["arm"] == arm and float(row["budget"]) == budget and (row["seed"], row["fold"]) in full]
+                if gaps:
+                    found.append({"arm": arm, "budget": budget, "versus": top, "metric": metric,
+                                  **summarize(gaps, seed=seed).to_dict()})
+    return found
+
+
+def draw_spread(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Per arm, budget and metric with several budget draws: each draw's mean over folds and seeds, and their
+    spread (which images get labelled matters most at small budgets)."""
+    found = []
+    for arm in _ordered([row["arm"] for row in rows]):
+        for budget in sorted({float(row["budget"]) for row in rows}):
+            chosen = [row for row in rows if row["arm"] == arm and float(row["budget"]) == budget]
+            draws = sorted({row.get("draw", 0) for row in chosen})
+            if len(draws) < 2:
+                continue
+            for metric in metrics:
+                means = [float(np.nanmean([row[metric] for row in chosen if row.get("draw", 0) == d])) for d in draws]
+                found.append({"arm": arm, "budget": budget, "metric": metric, "draws": draws, "means": means,
+                              "sd": float(np.std(means, ddof=1)), "range": float(max(means) - min(means))})
+    return found
 
 
 def _number(value: float, digits: int = 3) -> str:
@@ -188,6 +231,19 @@ def _summary_sections(summary: Mapping[str, list[dict[str, Any]]], metrics: Sequ
                 for arm in arms if (arm, budget, metrics[0]) in by_key]
         lines += [f"## Results, label budget {_budget(budget)}{where}", "",
                   *_markdown_table(["arm", "runs", *(METRIC_LABELS.get(m, m) for m in metrics)], body)]
+    if summary.get("headroom"):
+        body = [[h["arm"], _budget(h["budget"]), METRIC_LABELS.get(h["metric"], h["metric"]), str(h["n"]),
+                 f"{_number(h['mean'])} [{_number(h['ci_low'])}, {_number(h['ci_high'])}]"]
+                for h in summary["headroom"] if h["metric"] in metrics[:2] or h["metric"] == "weighted_f1"]
+        lines += [f"## Headroom: the largest budget minus each smaller one (paired by fold and seed){where}", "",
+                  "Synthetic patches can only matter where this gap is large: where the learning curve still "
+                  "climbs.", "", *_markdown_table(["arm", "budget", "metric", "pairs", "gap [95% CI]"], body)]
+    if summary.get("draws"):
+        body = [[d["arm"], _budget(d["budget"]), METRIC_LABELS.get(d["metric"], d["metric"]),
+                 ", ".join(_number(m) for m in d["means"]), _number(d["sd"]), _number(d["range"])]
+                for d in summary["draws"] if d["metric"] == metrics[0]]
+        lines += [f"## Spread between budget draws{where}", "",
+                  *_markdown_table(["arm", "budget", "metric", "mean per draw", "sd", "range"], body)]
     if summary["comparisons"]:
         lines += _main_comparison(summary["comparisons"], budgets, where=where)
         body = [[c["arm"], c["reference"], _budget(c["budget"]), METRIC_LABELS.get(c["metric"], c["metric"]),
@@ -195,13 +251,29 @@ def _summary_sections(summary: Mapping[str, list[dict[str, Any]]], metrics: Sequ
                  f"[{_signed(c.get('delta_ci_low', np.nan))}, {_signed(c.get('delta_ci_high', np.nan))}]",
                  _p_value(c["wilcoxon_p"]), _p_value(c["t_p"]), _number(c.get("detectable", np.nan))]
                 for c in summary["comparisons"]]
-        lines += [f"## Paired comparisons (arm − reference over matched seed × fold cells){where}", "",
+        lines += [f"## Paired comparisons (arm − reference over matched seed × fold × draw cells){where}", "",
                   "Δ CI: 95% bootstrap interval of the mean difference, resampling matched runs and test images "
                   "(the same draws for both arms). Detectable: the smallest mean difference a paired t-test at α = 0.05 would "
                   "find with 80% power, from the observed spread of the paired differences.", "",
                   *_markdown_table(["arm", "reference", "budget", "metric", "n", "Δ mean", "Δ 95% CI",
                                     "Wilcoxon p", "paired t p", "detectable Δ"], body)]
     return lines
+
+
+def _per_class_f1_lines(rows: Sequence[Mapping[str, Any]], budgets: Sequence[float]) -> list[str]:
+    """Mean per-class F1 per arm and budget, so what an arm does to the rare class is visible."""
+    chosen = [row for row in rows if "per_class_f1" in row]
+    if not chosen:
+        return []
+    classes = list(chosen[0]["per_class_f1"])
+    body = []
+    for budget in budgets:
+        for arm in _ordered([row["arm"] for row in chosen]):
+            runs = [row for row in chosen if row["arm"] == arm and float(row["budget"]) == budget]
+            if runs:
+                body.append([arm, _budget(budget)] + [_number(float(np.nanmean([r["per_class_f1"][name] for r in runs])))
+                                                      for name in classes])
+    return ["## Per-class F1 (mean over runs)", "", *_markdown_table(["arm", "budget", *classes], body)]
 
 
 def render_markdown(summary: Mapping[str, list[dict[str, Any]]], rows: Sequence[Mapping[str, Any]], *,
@@ -213,16 +285,18 @@ def render_markdown(summary: Mapping[str, list[dict[str, Any]]], rows: Sequence[
     """The text of ``report.md``: protocol, results, paired tests, fidelity, leakage check, provenance, figures."""
     lines = ["# bioaug evaluation report", "", "## Protocol", "",
              "Splits are grouped by slide (or image/patient): no group contributes patches to both training and "
-             "test. Folds are stratified by class where possible; validation slides come from the training side; "
-             "a label budget keeps a fraction of the training slides. Every arm uses the same splits and seeds. "
+             "test. Folds come from the group names and a seed alone, so every store of the same slides gets the "
+             "same ones; validation slides come from the training side; a label budget keeps the first fraction "
+             "of the training slides in a budget draw's order. Every arm uses the same splits, draws and seeds. "
              "Generators for synthetic arms are trained on their fold's training slides only (checked). Cells "
-             f"show mean ± sd over runs (seeds × folds) [{100 * confidence:g}% percentile bootstrap CI of the mean, "
+             f"show mean ± sd over runs (seeds × folds × draws) [{100 * confidence:g}% percentile bootstrap CI of the mean, "
              "resampling runs and the test images within each fold; ROC AUC resamples runs].",
              ""]
     lines += [f"- **{key}**: {value}" for key, value in protocol.items()] + [""]
     lines += _summary_sections(summary, metrics)
     budgets = sorted({s["budget"] for s in summary["summaries"]})
     if budgets:
+        lines += _per_class_f1_lines(rows, budgets)
         lines += _per_class_lines(rows, budgets[-1])
     if fidelity:
         lines += ["## Generator quality (features of a classifier trained on real training patches)", "",

@@ -1,18 +1,30 @@
 """Grouped data splits: no slide (or patient) ever contributes patches to both training and test.
 
-Folds are stratified by class where the data allow it (``StratifiedGroupKFold``); validation sets are carved
-from training groups only; label budgets keep a fraction of the training groups, nested across fractions for
-a seed (the 10% slides are among the 25% slides), so budget curves compare like with like.
+Splits belong to the slides, not to a store (``Splits``): the fold of every group comes from the group names
+and a seed alone, and so do the orders in which label budgets draw training groups, so two stores of the same
+slides (another patch size, border policy or detector) get the same folds and budgets and their results pair.
+A split is saved as ``splits.json`` and reused by every evaluation that names it. Budget draws are their own
+axis: each draw is one seeded order of a fold's training groups, and a budget keeps its first groups, so the
+budgets of a draw are nested (the 10% slides are among the 25% slides). A draw may be asked to hold every class
+in its first groups (``every_class``), as a pathologist labelling four images would pick ones that show every
+class. Validation sets for early stopping are carved from training groups only.
 """
 from __future__ import annotations
 
+import json
 import warnings
-from typing import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ..errors import BioaugError, ConfigError
+from ..provenance import write_json_atomic
+
+DRAW_POLICIES = ("random", "every_class")
+SPLITS_FORMAT = 1
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -48,35 +60,6 @@ def _validated(labels: Sequence[int], groups: Sequence[object]) -> tuple[np.ndar
     return labels, groups
 
 
-def grouped_folds(labels: Sequence[int], groups: Sequence[object], n_folds: int, seed: int) -> list[Split]:
-    """``n_folds`` (train indices, test indices) pairs; every group is in exactly one test fold.
-
-    Parameters
-    ----------
-    labels
-        Class index per patch (no -1).
-    groups
-        Slide, image or patient name per patch; a group never straddles training and test.
-    n_folds
-        At least 2 and at most the number of groups.
-    seed
-        Which grouping; the same seed gives the same folds.
-
-    Raises
-    ------
-    ConfigError
-        Too few groups for ``n_folds``, or mismatched inputs.
-    """
-    labels, groups = _validated(labels, groups)
-    n_groups = len(set(groups))
-    if not 2 <= n_folds <= n_groups:
-        raise ConfigError("folds", f"need 2 <= folds <= number of slides/groups ({n_groups}), got {n_folds}")
-    folds = _group_kfold(labels, groups, n_folds, seed)
-    for train, test in folds:
-        check_disjoint_groups(groups, train, test, "fold")
-    return folds
-
-
 def validation_split(labels: Sequence[int], groups: Sequence[object], train_indices: np.ndarray,
                      fraction: float, seed: int) -> Split:
     """Split ``train_indices`` into (fit, validation) by whole groups, about ``fraction`` of groups validating.
@@ -98,24 +81,127 @@ def validation_split(labels: Sequence[int], groups: Sequence[object], train_indi
     return fit, val
 
 
-def label_budget(train_groups: Sequence[object], fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask over ``train_groups`` keeping the patches of ``max(1, round(fraction * G))`` groups.
+def _draw_order(names: list[str], classes: dict[str, set[int]], seed: int, fold: int, draw: int,
+                policy: str) -> list[str]:
+    """Training groups of one fold in the order draw ``draw`` labels them (seeded by seed, fold and draw only).
 
-    Groups are drawn in one seeded order and the first ones kept, so for a seed a smaller budget's groups
-    are a subset of a larger budget's.
-
-    Examples
-    --------
-    >>> mask = label_budget(["a", "a", "b", "c", "d"], 0.5, seed=0)
-    >>> int(mask.sum()) in (2, 3)
-    True
+    With ``every_class`` the groups that first bring a class not yet covered move to the front (in their drawn
+    order), so the smallest budgets that can hold every class do.
     """
-    if not 0 < fraction <= 1:
-        raise ConfigError("budget", f"a label budget is a fraction of training slides in (0, 1], got {fraction}")
-    train_groups = np.asarray(train_groups, dtype=object)
-    names = np.array(sorted(set(train_groups), key=str), dtype=object)
-    if not len(names):
-        raise ConfigError("budget", "no training groups to draw a budget from")
-    keep = max(1, round(fraction * len(names)))
-    chosen = names[np.random.default_rng(seed).permutation(len(names))[:keep]]
-    return np.isin(train_groups, chosen)
+    order = [names[i] for i in np.random.default_rng([seed, fold, draw]).permutation(len(names))]
+    if policy == "random":
+        return order
+    covered: set[int] = set()
+    first = []
+    for name in order:
+        if classes.get(name, set()) - covered:
+            first.append(name)
+            covered |= classes[name]
+    chosen = set(first)
+    return first + [name for name in order if name not in chosen]
+
+
+@dataclass
+class Splits:
+    """Which fold each group is tested in, and per fold and budget draw the order its training groups are labelled.
+
+    Build one with ``make``, keep it with ``save`` and read it back with ``load``; ``fold_indices`` and
+    ``budget_indices`` turn it into patch indices of any store of the same groups.
+    """
+
+    folds: int
+    seed: int
+    group_by: str
+    draw_policy: str
+    fold_of: dict[str, int]
+    orders: dict[int, dict[int, list[str]]]
+    """fold -> draw -> the fold's training groups in labelling order."""
+
+    @classmethod
+    def make(cls, groups: Sequence[object], labels: Sequence[int], *, folds: int, seed: int, group_by: str,
+             draws: Sequence[int], draw_policy: str = "random") -> "Splits":
+        """Folds from the sorted group names shuffled by ``seed`` (sizes differ by at most one) and the orders
+        of ``draws``; ``labels`` are used only by the ``every_class`` policy (which classes each group shows)."""
+        if draw_policy not in DRAW_POLICIES:
+            raise ConfigError("--draw-policy", f"{draw_policy!r} is not one of {', '.join(DRAW_POLICIES)}")
+        labels, groups = _validated(labels, groups)
+        names = sorted({str(group) for group in groups})
+        if not 2 <= folds <= len(names):
+            raise ConfigError("folds", f"need 2 <= folds <= number of slides/groups ({len(names)}), got {folds}")
+        rank = np.random.default_rng(seed).permutation(len(names))
+        fold_of = {name: int(position % folds) for name, position in zip(names, rank)}
+        classes: dict[str, set[int]] = {}
+        for group, label in zip(map(str, groups), labels):
+            classes.setdefault(group, set()).add(int(label))
+        splits = cls(folds, seed, group_by, draw_policy, fold_of, {})
+        for fold in range(folds):
+            training = splits.training_groups(fold)
+            splits.orders[fold] = {int(draw): _draw_order(training, classes, seed, fold, int(draw), draw_policy)
+                                   for draw in draws}
+        return splits
+
+    def training_groups(self, fold: int) -> list[str]:
+        """The sorted groups outside test fold ``fold``."""
+        return sorted(name for name, k in self.fold_of.items() if k != fold)
+
+    def budget_groups(self, fold: int, draw: int, fraction: float) -> list[str]:
+        """The first ``max(1, round(fraction * G))`` of the fold's ``G`` training groups in draw ``draw``'s order."""
+        if not 0 < fraction <= 1:
+            raise ConfigError("budget", f"a label budget is a fraction of training slides in (0, 1], got {fraction}")
+        order = self.orders[fold][draw]
+        return order[:max(1, round(fraction * len(order)))]
+
+    def fold_indices(self, groups: Sequence[object], fold: int) -> tuple[np.ndarray, np.ndarray]:
+        """(train, test) patch indices of a store whose patches belong to ``groups``."""
+        test = np.array([self.fold_of[str(group)] == fold for group in groups], dtype=bool)
+        return np.flatnonzero(~test), np.flatnonzero(test)
+
+    def budget_indices(self, groups: Sequence[object], fold: int, draw: int, fraction: float) -> np.ndarray:
+        """Patch indices of the budget's groups."""
+        chosen = set(self.budget_groups(fold, draw, fraction))
+        return np.flatnonzero([str(group) in chosen for group in groups])
+
+    def check(self, groups: Sequence[object], store: object, source: object, *, folds: int, draws: Sequence[int],
+              group_by: str) -> None:
+        """Raise a one-line ``ConfigError`` unless this split covers exactly the store's groups and the config's
+        folds, draws and group column."""
+        present = {str(group) for group in groups}
+        missing, extra = sorted(present - set(self.fold_of)), sorted(set(self.fold_of) - present)
+        if missing:
+            raise ConfigError(source, f"{len(missing)} {group_by}(s) of {store} are not in the split (e.g. "
+                                      f"{', '.join(missing[:3])}): make a new split for these slides")
+        if extra:
+            raise ConfigError(source, f"{len(extra)} {group_by}(s) of the split are not in {store} (e.g. "
+                                      f"{', '.join(extra[:3])}): evaluate on a store of every split slide")
+        if (folds, group_by) != (self.folds, self.group_by):
+            raise ConfigError(source, f"the split has {self.folds} folds by {self.group_by}, the config asks for "
+                                      f"{folds} by {group_by}")
+        absent = sorted(set(map(int, draws)) - set(self.orders[0]))
+        if absent:
+            raise ConfigError(source, f"the split has budget draws {sorted(self.orders[0])}, not {absent[0]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": SPLITS_FORMAT, "folds": self.folds, "seed": self.seed, "group_by": self.group_by,
+                "draw_policy": self.draw_policy, "fold_of": dict(sorted(self.fold_of.items())),
+                "orders": {str(fold): {str(draw): order for draw, order in draws.items()}
+                           for fold, draws in self.orders.items()}}
+
+    def save(self, path: Path) -> None:
+        """Write the split as JSON (atomically): the file other evaluations reuse with ``--splits``."""
+        write_json_atomic(Path(path), self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path) -> "Splits":
+        """A split saved by ``save``; a missing, unreadable or malformed file is a one-line ``ConfigError``."""
+        try:
+            data = json.loads(Path(path).read_text())
+            if data.get("format") != SPLITS_FORMAT:
+                raise ValueError(f"format {data.get('format')!r}")
+            return cls(int(data["folds"]), int(data["seed"]), str(data["group_by"]), str(data["draw_policy"]),
+                       {str(k): int(v) for k, v in data["fold_of"].items()},
+                       {int(fold): {int(draw): [str(name) for name in order] for draw, order in draws.items()}
+                        for fold, draws in data["orders"].items()})
+        except OSError as exc:
+            raise ConfigError(path, f"cannot read the split ({exc.strerror})") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(path, f"not a bioaug split file ({type(exc).__name__}: {exc})") from None

@@ -61,7 +61,7 @@ def train_scorer(real: PatchStore, config: AugmentConfig, device: torch.device |
     path = cache / f"{key[:24]}.pt" if cache is not None else None
     cached = path is not None and path.is_file()
     if cached:
-        model = load_classifier(path, chosen.network, len(real.class_names))
+        model = load_classifier(path, chosen, len(real.class_names))
     else:
         model, _ = train_classifier(real.images(labelled), real.labels[labelled], None, None,
                                     len(real.class_names), chosen, device=device)
