@@ -220,8 +220,7 @@ def _write_shard(writer: StoreWriter, name: str, input_key: str, synth: Synthesi
     kept_images, rows, verdicts = [], [], []
     for begin in range(0, len(indices), config.batch_size):
         batch = indices[begin:begin + config.batch_size]
-        images = synth.sample(labels[batch], config.seed, config.truncation, start=int(batch[0]),
-                              batch_size=config.batch_size)
+        images = synth.sample(labels[batch], config.seed, config.truncation, start=int(batch[0]))
         extra: list[dict[str, Any]] = [{} for _ in batch]
         keep = np.ones(len(batch), bool)
         if config.select:
