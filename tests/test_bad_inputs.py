@@ -214,6 +214,47 @@ def case_tile_out_read_only(ws, inputs):  # 13.1
     return argv, out, str(out)
 
 
+def _slide_folder(ws: Path, inputs: Inputs, *names: str) -> Path:
+    folder = ws / "slides"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(inputs.slide, folder / name)
+    return folder
+
+
+def _tiled_store(ws: Path, inputs: Inputs, slide: Path) -> Path:
+    """A store in ``ws`` tiled from ``slide``, as a user's earlier run left it."""
+    out = ws / "out"
+    assert main(["tile", str(slide), "--out", str(out), "--quiet", "--qc", "false"]) == 0
+    return out
+
+
+def case_tile_two_slides_whose_names_sanitise_alike(ws, inputs):  # 19.2: one shard held half the patches
+    argv, out = _tile(ws, inputs, slide=_slide_folder(ws, inputs, "case 1.tiff", "case_1.tiff"))
+    return argv, out, "give the same shard names (case_1.tiff.*)"
+
+
+def case_tile_two_cjk_names_of_one_length(ws, inputs):  # 19.2
+    argv, out = _tile(ws, inputs, slide=_slide_folder(ws, inputs, "病例.tiff", "标本.tiff"))
+    return argv, out, "病例.tiff: its name and that of"
+
+
+def case_tile_slide_whose_name_sanitises_like_one_in_the_store(ws, inputs):  # 19.2
+    folder = _slide_folder(ws, inputs, "case 1.tiff", "case_1.tiff")
+    out = _tiled_store(ws, inputs, folder / "case 1.tiff")
+    argv, _ = _tile(ws, inputs, "--qc", "false", slide=folder / "case_1.tiff", out=out)
+    return argv, None, "that of slide 'case 1.tiff' already in"
+
+
+def case_tile_other_slide_of_the_same_name_into_a_store(ws, inputs):  # 19.3: a re-scan replaced the old patches
+    from bioaug.example import write_example_slide
+
+    out = _tiled_store(ws, inputs, inputs.slide)
+    rescan = write_example_slide(ws / "rescan" / "example.tiff", width=512, height=512, seed=6).path
+    argv, _ = _tile(ws, inputs, "--qc", "false", slide=rescan, out=out)
+    return argv, None, f"rescan/example.tiff: a different slide of this name ({inputs.slide}) is already in"
+
+
 def _train(ws: Path, store: Path, *extra: str, out: Path | None = None):
     out = out or ws / "run"
     return ["train", str(store), "--out", str(out), "--quiet", *TINY_GAN, *extra], out

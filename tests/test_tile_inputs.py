@@ -28,6 +28,23 @@ def test_new_slides_are_added_to_an_existing_store_with_every_slides_hash(slides
     assert grown.content_hash == together.content_hash
 
 
+def test_a_rescan_of_the_same_name_replaces_the_old_slide_only_when_asked(slides, tmp_path):  # 19.3
+    rescan = tmp_path / "rescan" / "s3.tiff"
+    rescan.parent.mkdir()
+    rescan.write_bytes(slides[1].path.read_bytes())
+    config = TileConfig(qc=False)
+    tile([slides[0].path], tmp_path / "store", config, progress=False)
+    assert tile([slides[0].path], tmp_path / "store", config, progress=False).header.provenance["slide_paths"] == {
+        "s3.tiff": str(slides[0].path.resolve())}  # the same file again is a resume
+    with pytest.raises(SlideError, match=f"a different slide of this name \\({slides[0].path}\\)"):
+        tile([rescan], tmp_path / "store", config, progress=False)
+    replaced = tile([rescan], tmp_path / "store", TileConfig(qc=False, replace_slides=True), progress=False)
+    alone = tile([rescan], tmp_path / "alone", config, progress=False)
+    assert replaced.content_hash == alone.content_hash
+    assert replaced.header.provenance["inputs"] == alone.header.provenance["inputs"]
+    assert replaced.header.provenance["slide_paths"] == {"s3.tiff": str(rescan.resolve())}
+
+
 def test_an_existing_store_cut_another_way_is_refused(slides, tmp_path):
     tile([slides[0].path], tmp_path / "store", TileConfig(qc=False), progress=False)
     with pytest.raises(StoreError, match="--border 'skip', this run asks 'constant'"):

@@ -110,10 +110,14 @@ class SlidePlan:
 
 
 def preflight(slides: Sequence[str | Path], out: Path, config: TileConfig, source: LabelSource,
-              masker: TissueMasker = tissue_mask, memory_per_worker: float | None = None
-              ) -> tuple[list[SlidePlan], list[str]]:
-    """Open every slide, ask the label source about it and plan its chunks; returns plans and class names."""
+              masker: TissueMasker = tissue_mask, memory_per_worker: float | None = None,
+              stored_slides: Sequence[str] = ()) -> tuple[list[SlidePlan], list[str]]:
+    """Open every slide, ask the label source about it and plan its chunks; returns plans and class names.
+
+    ``stored_slides`` are the names of the slides already in the store ``out``, which no new slide may share
+    shard names with."""
     paths = expand_slide_paths(list(slides))
+    check_shard_names(paths, stored_slides, out)
     source.check_slides(paths)
     plans, given = [], []
     for path in paths:
@@ -209,6 +213,22 @@ def slide_stain_reference(slide: Slide, plan: ReadPlan, regions: Sequence[Region
 def shard_stem(slide_name: str) -> str:
     """The prefix of a slide's shard names: its file name with characters unsafe in paths replaced."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", slide_name)
+
+
+def check_shard_names(paths: Sequence[Path], stored_slides: Sequence[str], out: Path) -> None:
+    """Raise ``SlideError`` for a slide whose shard names would be another slide's, in this run or in the store.
+
+    Names that differ only in characters unsafe in paths (``case 1.tiff`` and ``case_1.tiff``, or two CJK names
+    of one length) give the same shard names, and the second slide's shards would silently replace the first's.
+    """
+    owners: dict[str, str] = {shard_stem(name): f"slide {name!r} already in {out}" for name in stored_slides}
+    names = {shard_stem(name): name for name in stored_slides}
+    for path in paths:
+        stem = shard_stem(path.name)
+        if stem in owners and names[stem] != path.name:
+            raise SlideError(path, f"its name and that of {owners[stem]} give the same shard names ({stem}.*) "
+                                   f"once characters unsafe in paths are replaced; rename one of them")
+        owners[stem], names[stem] = str(path), path.name
 
 
 def _checked_mask(mask: Any, thumbnail: np.ndarray, path: Path) -> np.ndarray:

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bioaug")
 
+#: Label files are recorded among a store's inputs under this prefix, beside the slides' names.
+LABEL_INPUT_PREFIX = "labels:"
+
 
 @dataclass
 class SlideLabels:
@@ -55,7 +58,8 @@ class LabelSource:
 
     def inputs(self) -> dict[str, str]:
         """Hashes of the label files, recorded in the store's provenance."""
-        return {f"labels:{Path(p).name}": sha256_file(p) for p in self.config.labels if Path(p).is_file()}
+        return {f"{LABEL_INPUT_PREFIX}{Path(p).name}": sha256_file(p) for p in self.config.labels
+                if Path(p).is_file()}
 
     def check_slides(self, paths: Sequence[Path]) -> None:
         """Called once with every input slide (e.g. to warn about table rows that match none)."""
