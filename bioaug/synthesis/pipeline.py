@@ -30,6 +30,7 @@ import numpy as np
 
 from ..config import config_to_dict
 from ..errors import CheckpointError, StoreError
+from ..locks import has_entries, writer_lock
 from ..progress import progress_bar
 from ..provenance import run_record, sha256_json, write_json_atomic
 from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter
@@ -101,7 +102,7 @@ def _check_out(out: Path, key: str) -> None:
         if provenance.get("augment_key") != key:
             raise StoreError(out, "holds a store from another augmentation (other checkpoint or options); "
                                   "choose another output or delete it")
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif out.exists() and (not out.is_dir() or has_entries(out)):
         raise StoreError(out, "exists, is not empty and is not a patch store")
 
 
@@ -147,70 +148,71 @@ def augment(run: str | Path, out: str | Path, config: AugmentConfig | None = Non
                      if config.select else None)
     key = sha256_json({"checkpoint": synth.checkpoint_sha256, "counts": counts, "seed": config.seed,
                        "truncation": config.truncation, "selection": selection_key})
-    _check_out(out, key)
+    with writer_lock(out):  # before the output is checked, so what is checked stays true
+        _check_out(out, key)
 
-    classifier: dict[str, Any] = {"network": "injected scorer"} if scorer is not None else {}
-    if scorer is None and (config.select or config.audit):
-        scorer, classifier = train_scorer(real_store, config, synth.device, cache=run_dir / SCORER_CACHE)
-        classifier["seconds"] = round(time.perf_counter() - started, 2)
-    reference, real_features = fit_reference(real_store, scorer, config) if scorer is not None else (None, None)
+        classifier: dict[str, Any] = {"network": "injected scorer"} if scorer is not None else {}
+        if scorer is None and (config.select or config.audit):
+            scorer, classifier = train_scorer(real_store, config, synth.device, cache=run_dir / SCORER_CACHE)
+            classifier["seconds"] = round(time.perf_counter() - started, 2)
+        reference, real_features = fit_reference(real_store, scorer, config) if scorer is not None else (None, None)
 
-    header = StoreHeader(
-        patch_size=synth.patch_size, mpp=real_store.mpp, class_names=synth.class_names, kind="synthetic",
-        provenance={"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": synth.checkpoint_sha256,
-                    "generator_step": synth.meta["step"], "run": str(run_dir.resolve()),
-                    "training_store": record.get("inputs", {}).get("store"),
-                    "training_store_sha256": synth.meta["store_sha256"],
-                    "training_slides": record.get("training_slides", []), "seed": config.seed,
-                    "truncation": config.truncation, "augment_key": key})
-    writer = StoreWriter(out, header)
-    generation_started = time.perf_counter()
-    shard_key_extra = classifier.get("sha256", "")  # a retrained classifier that differs redoes its shards
-    slide = f"synthetic:{synth.checkpoint_sha256[:12]}"
-    verdicts: list[dict[str, Any]] = []
-    with progress_bar(total=len(labels), desc="augment", unit="patch", disable=not progress) as bar:
-        for number, start in enumerate(range(0, len(labels), SHARD_SIZE)):
-            name = f"synthetic.{number:05d}"
-            input_key = sha256_json({"augment_key": key, "shard": number, "classifier": shard_key_extra})
-            if not writer.is_complete(name, input_key):
-                _write_shard(writer, name, input_key, synth, config, labels, start, reference, scorer, slide)
-            meta = json.loads((out / SHARDS_DIR / name / "shard.json").read_text())
-            if "selection" in meta:
-                verdicts.append(meta["selection"])
-            bar.update(min(SHARD_SIZE, len(labels) - start))
-    store = writer.finalize()
-    generation_seconds = time.perf_counter() - generation_started
+        header = StoreHeader(
+            patch_size=synth.patch_size, mpp=real_store.mpp, class_names=synth.class_names, kind="synthetic",
+            provenance={"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": synth.checkpoint_sha256,
+                        "generator_step": synth.meta["step"], "run": str(run_dir.resolve()),
+                        "training_store": record.get("inputs", {}).get("store"),
+                        "training_store_sha256": synth.meta["store_sha256"],
+                        "training_slides": record.get("training_slides", []), "seed": config.seed,
+                        "truncation": config.truncation, "augment_key": key})
+        writer = StoreWriter(out, header)
+        generation_started = time.perf_counter()
+        shard_key_extra = classifier.get("sha256", "")  # a retrained classifier that differs redoes its shards
+        slide = f"synthetic:{synth.checkpoint_sha256[:12]}"
+        verdicts: list[dict[str, Any]] = []
+        with progress_bar(total=len(labels), desc="augment", unit="patch", disable=not progress) as bar:
+            for number, start in enumerate(range(0, len(labels), SHARD_SIZE)):
+                name = f"synthetic.{number:05d}"
+                input_key = sha256_json({"augment_key": key, "shard": number, "classifier": shard_key_extra})
+                if not writer.is_complete(name, input_key):
+                    _write_shard(writer, name, input_key, synth, config, labels, start, reference, scorer, slide)
+                meta = json.loads((out / SHARDS_DIR / name / "shard.json").read_text())
+                if "selection" in meta:
+                    verdicts.append(meta["selection"])
+                bar.update(min(SHARD_SIZE, len(labels) - start))
+        store = writer.finalize()
+        generation_seconds = time.perf_counter() - generation_started
 
-    report = run_record(config_to_dict(config), inputs={
-        "run": str(run_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
-        "checkpoint_sha256": synth.checkpoint_sha256, "real_store": str(real_store.path.resolve()),
-        "real_store_sha256": real_store.content_hash})
-    report.update({"class_names": synth.class_names, "store_sha256": store.content_hash,
-                   "device": str(synth.device), "generation_seconds": round(generation_seconds, 2),
-                   "samples_per_second": round(len(labels) / max(generation_seconds, 1e-9), 1),
-                   "classes": _class_report(synth.class_names, counts, real_counts, labels, verdicts)})
-    if config.select:
-        rows = [row for verdict in verdicts for row in verdict["rows"]]
-        write_csv_atomic(out / "selection.csv", SELECTION_COLUMNS, rows)
-        report["selection"] = {"classifier": classifier, "min_confidence": config.min_confidence,
-                               "feature_quantile": config.feature_quantile,
-                               "thresholds": dict(zip(synth.class_names, [None if np.isnan(t) else float(t)
-                                                                          for t in reference.thresholds]))}
-    if config.audit:
-        from .audit import audit_store
+        report = run_record(config_to_dict(config), inputs={
+            "run": str(run_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
+            "checkpoint_sha256": synth.checkpoint_sha256, "real_store": str(real_store.path.resolve()),
+            "real_store_sha256": real_store.content_hash})
+        report.update({"class_names": synth.class_names, "store_sha256": store.content_hash,
+                       "device": str(synth.device), "generation_seconds": round(generation_seconds, 2),
+                       "samples_per_second": round(len(labels) / max(generation_seconds, 1e-9), 1),
+                       "classes": _class_report(synth.class_names, counts, real_counts, labels, verdicts)})
+        if config.select:
+            rows = [row for verdict in verdicts for row in verdict["rows"]]
+            write_csv_atomic(out / "selection.csv", SELECTION_COLUMNS, rows)
+            report["selection"] = {"classifier": classifier, "min_confidence": config.min_confidence,
+                                   "feature_quantile": config.feature_quantile,
+                                   "thresholds": dict(zip(synth.class_names, [None if np.isnan(t) else float(t)
+                                                                              for t in reference.thresholds]))}
+        if config.audit:
+            from .audit import audit_store
 
-        featurize = (lambda images: scorer(images)[1]) if scorer is not None else None
-        report["audit"] = audit_store(store, real_store, out, copy_ratio=config.copy_ratio, device=synth.device,
-                                      batch_size=config.batch_size, featurize=featurize,
-                                      real_features=real_features, progress=progress)
-    if config.sheets:
-        from .latent import write_latent_sheets
+            featurize = (lambda images: scorer(images)[1]) if scorer is not None else None
+            report["audit"] = audit_store(store, real_store, out, copy_ratio=config.copy_ratio, device=synth.device,
+                                          batch_size=config.batch_size, featurize=featurize,
+                                          real_features=real_features, progress=progress)
+        if config.sheets:
+            from .latent import write_latent_sheets
 
-        chosen = [synth.class_names.index(name) for name in counts]
-        report["sheets"] = write_latent_sheets(synth, chosen, out / "sheets", seed=config.seed)
-    report["seconds"] = round(time.perf_counter() - started, 2)
-    write_json_atomic(out / REPORT_NAME, report)
-    return store
+            chosen = [synth.class_names.index(name) for name in counts]
+            report["sheets"] = write_latent_sheets(synth, chosen, out / "sheets", seed=config.seed)
+        report["seconds"] = round(time.perf_counter() - started, 2)
+        write_json_atomic(out / REPORT_NAME, report)
+        return store
 
 
 def _write_shard(writer: StoreWriter, name: str, input_key: str, synth: Synthesizer, config: AugmentConfig,

@@ -23,8 +23,9 @@ from typing import Any, Sequence
 
 from ..config import config_to_dict
 from ..errors import ConfigError, SlideError, StoreError
+from ..locks import writer_lock
 from ..provenance import run_record
-from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter
+from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter, read_header
 from ..tissue import TissueMasker, tissue_mask
 from . import chunks
 from .config import RUN_ONLY_FIELDS, TileConfig
@@ -64,46 +65,47 @@ def tile(slides: Sequence[str | Path], out: str | Path, config: TileConfig | Non
     if sum(x is not None for x in (executor, client, config.scheduler)) > 1:
         raise ConfigError("--scheduler", "give one of executor, client or scheduler")
     out = Path(out)
-    with ExitStack() as stack:
-        if config.scheduler is not None:
-            client = stack.enter_context(connect(config.scheduler))
-        memory = dask_worker_memory(client) if client is not None else None
-        source = make_label_source(config)
-        old = PatchStore(out, require_complete=False).header if (out / HEADER_NAME).is_file() else None
-        plans, class_names = preflight(slides, out, config, source, tissue_masker, memory,
-                                       stored_slides=[] if old is None else list(_stored_slides(old)))
-        if not any(job.regions for plan in plans for job in plan.jobs):
-            names = ", ".join(plan.name for plan in plans[:3]) + (" ..." if len(plans) > 3 else "")
-            raise SlideError(plans[0].path if len(plans) == 1 else names,
-                             f"{source.nothing_to_tile} the slide(s); nothing to tile")
-        for plan in plans:  # after the check above, so a run with nothing at all to tile says it once
-            if not plan.jobs and not plan.tissue.any():
-                log.warning("%s: no tissue found; it gives no patches", plan.path)
-        header = _header(out, old, config, plans, class_names, source.inputs())
-        if client is not None:
-            probe_workers(client, out)
-            executor = client.get_executor(pure=False)
-        writer = StoreWriter(out, header)
-        remove_unplanned_shards(out, plans)
-        jobs = [job for plan in plans for job in plan.jobs]
-        todo = [job for job in jobs if not writer.is_complete(job.shard, job.input_key)]
-        if len(jobs) > len(todo):
-            log.info("%s: resuming, %d of %d chunks already done", out, len(jobs) - len(todo), len(jobs))
-        run_jobs(todo, config.workers, executor, progress, total_slides=len(plans))
-    source.finish(writer)
-    counts = slide_counts(out, plans)
-    writer.header.provenance["qc"] = qc_record(counts, check_density(counts, config.mpp),
-                                               report_border(counts, config.max_padded) if config.border == "skip"
-                                               else {})
-    store = writer.finalize()
-    for plan in plans:
-        export_geojson(store, plan.name)
-        if config.qc:
-            write_qc_picture(out / "qc" / f"{plan.name}.png", plan, store)
-    for name, count in store.header.counts.items():
-        if count == 0:
-            log.warning("%s: class %r has no patches", out, name)
-    return store
+    with writer_lock(out):  # before the store is read, so what is read stays true
+        with ExitStack() as stack:
+            if config.scheduler is not None:
+                client = stack.enter_context(connect(config.scheduler))
+            memory = dask_worker_memory(client) if client is not None else None
+            source = make_label_source(config)
+            old = read_header(out) if (out / HEADER_NAME).is_file() else None
+            plans, class_names = preflight(slides, out, config, source, tissue_masker, memory,
+                                           stored_slides=[] if old is None else list(_stored_slides(old)))
+            if not any(job.regions for plan in plans for job in plan.jobs):
+                names = ", ".join(plan.name for plan in plans[:3]) + (" ..." if len(plans) > 3 else "")
+                raise SlideError(plans[0].path if len(plans) == 1 else names,
+                                 f"{source.nothing_to_tile} the slide(s); nothing to tile")
+            for plan in plans:  # after the check above, so a run with nothing at all to tile says it once
+                if not plan.jobs and not plan.tissue.any():
+                    log.warning("%s: no tissue found; it gives no patches", plan.path)
+            header = _header(out, old, config, plans, class_names, source.inputs())
+            if client is not None:
+                probe_workers(client, out)
+                executor = client.get_executor(pure=False)
+            writer = StoreWriter(out, header)
+            remove_unplanned_shards(out, plans)
+            jobs = [job for plan in plans for job in plan.jobs]
+            todo = [job for job in jobs if not writer.is_complete(job.shard, job.input_key)]
+            if len(jobs) > len(todo):
+                log.info("%s: resuming, %d of %d chunks already done", out, len(jobs) - len(todo), len(jobs))
+            run_jobs(todo, config.workers, executor, progress, total_slides=len(plans))
+        source.finish(writer)
+        counts = slide_counts(out, plans)
+        writer.header.provenance["qc"] = qc_record(counts, check_density(counts, config.mpp),
+                                                   report_border(counts, config.max_padded) if config.border == "skip"
+                                                   else {})
+        store = writer.finalize()
+        for plan in plans:
+            export_geojson(store, plan.name)
+            if config.qc:
+                write_qc_picture(out / "qc" / f"{plan.name}.png", plan, store)
+        for name, count in store.header.counts.items():
+            if count == 0:
+                log.warning("%s: class %r has no patches", out, name)
+        return store
 
 
 def _feature_names() -> list[str]:
@@ -257,19 +259,19 @@ def _probe(store: str) -> str:
 def probe_workers(client: Any, store: Path) -> None:
     """Check that every Dask worker imports bioaug and can write into the store; one-line error otherwise.
 
-    The store's shard directory is created for the probe; a store directory the probe created is removed
-    again afterwards (the store writer then creates it), so a failed probe leaves nothing behind.
+    The store's shard directory is created for the probe and, if it was new, removed again afterwards (the
+    store writer then creates it), so a failed probe leaves nothing behind.
     """
     workers = sorted(client.scheduler_info().get("workers", {}))
     if not workers:
         raise ConfigError("--scheduler", "the Dask cluster has no workers")
-    created = not store.exists()
+    created = not (store / SHARDS_DIR).exists()
     (store / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
     try:
         _check_probes(store, workers, client.run(_probe, str(store.resolve()), on_error="return"))
     finally:
         if created:
-            shutil.rmtree(store, ignore_errors=True)
+            shutil.rmtree(store / SHARDS_DIR, ignore_errors=True)
 
 
 def _check_probes(store: Path, workers: list[str], results: dict[str, Any]) -> None:
