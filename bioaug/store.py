@@ -30,7 +30,7 @@ import numpy as np
 from .errors import OutputError, StoreError
 from .locks import has_entries
 from .progress import progress_bar
-from .provenance import sha256_file, sha256_json, write_json_atomic
+from .provenance import honour_umask, sha256_file, sha256_json, write_json_atomic
 
 FORMAT_VERSION = 1
 HEADER_NAME = "store.json"
@@ -182,6 +182,7 @@ def write_shard(store: Path, name: str, images: np.ndarray, rows: Sequence[dict[
         raise OutputError(root, f"cannot write shard {name} here ({exc.strerror})") from None
     final = root / name
     try:
+        honour_umask(tmp, directory=True)
         np.save(tmp / "images.npy", images)
         columns = list(CORE_COLUMNS) + sorted({key for row in rows for key in row} - set(CORE_COLUMNS))
         _write_manifest(tmp / "manifest.csv", columns,

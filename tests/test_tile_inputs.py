@@ -98,3 +98,25 @@ def test_a_tissue_masker_from_the_caller_decides_where_patches_come_from(slides,
     with pytest.raises(SlideError, match="tissue masker returned shape"):
         tile([slides[0].path], tmp_path / "bad", TileConfig(qc=False), tissue_masker=lambda rgb: rgb[:5],
              progress=False)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_every_file_and_directory_of_a_store_honours_the_umask(slides, tmp_path, umask):  # 19.9
+    """Atomic writes go through temporary files (0600) and directories (0700) whose modes used to survive the
+    rename: a lab-mate, or a Dask worker running as another user, could not read the store."""
+    import os
+
+    from bioaug.provenance import write_json_atomic
+
+    previous = os.umask(umask)
+    try:
+        tile([slides[0].path], tmp_path / "store", TileConfig(), progress=False)
+        write_json_atomic(tmp_path / "store" / "extra" / "note.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    paths = [tmp_path / "store", *(tmp_path / "store").rglob("*")]
+    modes = {path.relative_to(tmp_path): (path.stat().st_mode & 0o777, 0o777 if path.is_dir() else 0o666)
+             for path in paths}
+    assert any(path.suffix == ".png" for path in modes) and any(path.name == "images.npy" for path in modes)
+    wrong = {str(path): oct(mode) for path, (mode, full) in modes.items() if mode != full & ~umask}
+    assert not wrong
