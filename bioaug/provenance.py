@@ -97,6 +97,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         honour_umask(tmp)
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # a write that names no file is the write of this one: a full disk, or a quota
+        raise OutputError(path, f"cannot be written ({exc.strerror or exc}; is the disk full?)") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 

@@ -195,8 +195,11 @@ def write_shard(store: Path, name: str, images: np.ndarray, rows: Sequence[dict[
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a short write (numpy's "requested and written")
+            raise OutputError(root, f"cannot write shard {name} ({exc.strerror or exc}; is the disk full?); "
+                                    f"free space and rerun the same command to resume") from None
         raise
     return final
 

@@ -449,3 +449,40 @@ def test_bad_input_gives_one_line_exit_2_and_no_output(name, inputs, tmp_path, c
     if out is not None:
         assert not out.exists(), f"{out} was created"
 
+
+
+def test_a_full_disk_while_tiling_gives_one_line_and_no_half_shard(inputs, tmp_path, capfd, monkeypatch):  # 19.8
+    """numpy reports a short write as ``OSError: N requested and M written``, naming no file: a traceback."""
+    def full_disk(file, array, *args, **kwargs):
+        raise OSError(f"{array.nbytes} requested and 4096 written")
+
+    store = tmp_path / "store"
+    assert main(["tile", str(inputs.slide), "--out", str(store), "--quiet", "--qc", "false"]) == 0
+    other = tmp_path / "other.tiff"
+    shutil.copy(inputs.slide, other)
+    monkeypatch.setattr(np, "save", full_disk)
+    capfd.readouterr()
+    assert main(["tile", str(other), "--out", str(store), "--quiet", "--qc", "false"]) == EXIT_BAD_INPUT
+    lines = [line for line in capfd.readouterr().err.splitlines() if not line.startswith("bioaug: INFO: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"bioaug: error: {store / 'shards'}: cannot write shard "), lines
+    assert "requested and 4096 written; is the disk full?" in lines[0] and "rerun" in lines[0]
+    assert sorted(p.name for p in (store / "shards").iterdir() if not p.name.startswith("example.tiff.")) == []
+    monkeypatch.undo()
+    assert main(["tile", str(other), "--out", str(store), "--quiet", "--qc", "false"]) == 0
+
+
+def test_a_full_disk_under_any_atomic_write_names_the_file(tmp_path, monkeypatch):  # 19.8
+    import errno
+
+    from bioaug.errors import OutputError
+    from bioaug.provenance import write_json_atomic
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OutputError) as caught:
+        write_json_atomic(tmp_path / "store.json", {"a": 1})
+    assert str(caught.value) == (f"{tmp_path / 'store.json'}: cannot be written (No space left on device; "
+                                 f"is the disk full?)")
+    assert list(tmp_path.iterdir()) == []
