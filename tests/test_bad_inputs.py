@@ -255,6 +255,18 @@ def case_tile_other_slide_of_the_same_name_into_a_store(ws, inputs):  # 19.3: a 
     return argv, None, f"rescan/example.tiff: a different slide of this name ({inputs.slide}) is already in"
 
 
+def case_tile_slide_that_is_a_symlink_loop(ws, inputs):  # 19.10: was "no such file"
+    (ws / "loop.svs").symlink_to(ws / "loop.svs")
+    argv, out = _tile(ws, inputs, slide=ws / "loop.svs")
+    return argv, out, "loop.svs: symbolic link loop"
+
+
+def case_tile_slide_that_is_a_dangling_symlink(ws, inputs):  # 19.6
+    (ws / "moved.svs").symlink_to(ws / "elsewhere" / "moved.svs")
+    argv, out = _tile(ws, inputs, slide=ws / "moved.svs")
+    return argv, out, f"moved.svs: dangling symbolic link (to {ws / 'elsewhere' / 'moved.svs'}, which does not"
+
+
 def _train(ws: Path, store: Path, *extra: str, out: Path | None = None):
     out = out or ws / "run"
     return ["train", str(store), "--out", str(out), "--quiet", *TINY_GAN, *extra], out
@@ -417,11 +429,14 @@ CASES = {name[len("case_"):]: function for name, function in sorted(globals().it
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    """Every file below ``root`` with a hash of its bytes (directories as markers)."""
+    """Every file below ``root`` with a hash of its bytes (directories as markers, symbolic links by target)."""
     found = {}
     for path in sorted(root.rglob("*")):
         key = str(path.relative_to(root))
-        found[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_symlink():
+            found[key] = f"link to {os.readlink(path)}"
+        else:
+            found[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
     return found
 
 

@@ -120,3 +120,18 @@ def test_every_file_and_directory_of_a_store_honours_the_umask(slides, tmp_path,
     assert any(path.suffix == ".png" for path in modes) and any(path.name == "images.npy" for path in modes)
     wrong = {str(path): oct(mode) for path, (mode, full) in modes.items() if mode != full & ~umask}
     assert not wrong
+
+
+def test_broken_symbolic_links_in_a_slide_folder_are_named_in_a_warning(slides, tmp_path, caplog):  # 19.6
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "s3.tiff").symlink_to(slides[0].path)
+    (folder / "moved.svs").symlink_to(tmp_path / "gone.svs")
+    (folder / "loop.tiff").symlink_to(folder / "loop.tiff")
+    with caplog.at_level("WARNING", logger="bioaug"):
+        store = tile([folder], tmp_path / "store", TileConfig(qc=False), progress=False)
+    assert set(store.slides) == {"s3.tiff"}
+    warned = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert f"{folder / 'loop.tiff'}: symbolic link loop; skipped" in warned
+    assert f"{folder / 'moved.svs'}: dangling symbolic link (to {tmp_path / 'gone.svs'}, which does not exist); " \
+           f"skipped" in warned
