@@ -324,6 +324,12 @@ def case_train_out_is_a_file(ws, inputs):  # 13.1
     return argv, None, "taken"
 
 
+def case_train_out_is_a_patch_store(ws, inputs):  # 19.10: the run's files went in beside the shards
+    store, _ = _copy_store(inputs, ws)
+    argv, _ = _train(ws, inputs.store, out=store)
+    return argv, None, f"{store}: is a patch store; a training run needs a directory of its own"
+
+
 def case_train_out_read_only(ws, inputs):  # 13.1
     argv, out = _train(ws, inputs.store, out=_read_only_place(ws))
     return argv, out, str(out)

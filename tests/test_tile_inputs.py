@@ -135,3 +135,18 @@ def test_broken_symbolic_links_in_a_slide_folder_are_named_in_a_warning(slides, 
     assert f"{folder / 'loop.tiff'}: symbolic link loop; skipped" in warned
     assert f"{folder / 'moved.svs'}: dangling symbolic link (to {tmp_path / 'gone.svs'}, which does not exist); " \
            f"skipped" in warned
+
+
+def test_class_names_that_differ_only_by_case_and_an_untrainable_patch_size_are_warned_about(
+        slides, tmp_path, caplog):  # 19.10
+    points = tmp_path / "points.csv"
+    points.write_text("slide,x,y,label\ns3.tiff,300,300,Lymphocyte\ns3.tiff,500,400,lymphocyte\n"
+                      "s3.tiff,700,300,tumour\n")
+    config = TileConfig(label_by="points", labels=[str(points)], patch_size=48, qc=False)
+    with caplog.at_level("WARNING", logger="bioaug"):
+        store = tile([slides[0].path], tmp_path / "store", config, progress=False)
+    assert store.class_names == ["Lymphocyte", "lymphocyte", "tumour"]
+    warned = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert f"{points}: class names 'Lymphocyte' and 'lymphocyte' differ only by case and stay separate classes; " \
+           f"write them alike if they are one" in warned
+    assert any(line.startswith("--patch-size 48: bioaug train needs 4 * 2**n px patches") for line in warned)

@@ -119,13 +119,47 @@ def preflight(slides: Sequence[str | Path], out: Path, config: TileConfig, sourc
     paths = expand_slide_paths(list(slides))
     check_shard_names(paths, stored_slides, out)
     source.check_slides(paths)
-    plans, given = [], []
+    plans, given, upsampled = [], [], []
     for path in paths:
         with Slide(path, mpp=config.slide_mpp) as slide:
             labels = source.for_slide(slide)
             given.append(labels)
+            read = slide.plan_for(config.mpp)
+            if read.scale > 1:
+                upsampled.append((slide.path, read))
             plans.append(plan_slide(slide, out, config, labels, masker, memory_per_worker))
-    return plans, source.class_names(given)
+    _warn_upsampled(upsampled, config.mpp)
+    class_names = source.class_names(given)
+    _warn_case_twins(class_names, config.labels)
+    return plans, class_names
+
+
+#: Slides named in the one warning line about upsampled slides (CRCHistoPhenotypes has 100).
+NAMED_IN_A_WARNING = 3
+
+
+def _warn_upsampled(upsampled: list[tuple[Path, ReadPlan]], mpp: float) -> None:
+    """One warning line for every slide coarser than ``mpp``: the slide and its factor, or the count and the
+    first few."""
+    if len(upsampled) == 1:
+        path, read = upsampled[0]
+        log.warning("%s: its finest level is %.3g µm/px, coarser than --mpp %g: patches are upsampled %.2fx",
+                    path, read.level_mpp, mpp, read.scale)
+    elif upsampled:
+        named = ", ".join(f"{path.name} ({read.scale:.2f}x)" for path, read in upsampled[:NAMED_IN_A_WARNING])
+        log.warning("%d slides are coarser than --mpp %g, so their patches are upsampled: %s%s", len(upsampled),
+                    mpp, named, " ..." if len(upsampled) > NAMED_IN_A_WARNING else "")
+
+
+def _warn_case_twins(class_names: Sequence[str], label_files: Sequence[str]) -> None:
+    """Warn about class names that differ only by case (``Lymphocyte``, ``lymphocyte``): they stay two
+    classes, which is rarely what the annotator meant."""
+    groups: dict[str, list[str]] = {}
+    for name in class_names:
+        groups.setdefault(name.casefold(), []).append(name)
+    for group in (g for g in groups.values() if len(g) > 1):
+        log.warning("%s: class names %s differ only by case and stay separate classes; write them alike if "
+                    "they are one", ", ".join(label_files) or "labels", " and ".join(map(repr, group)))
 
 
 def plan_slide(slide: Slide, out: Path, config: TileConfig, labels: SlideLabels,
@@ -139,9 +173,6 @@ def plan_slide(slide: Slide, out: Path, config: TileConfig, labels: SlideLabels,
     margin = int(math.ceil(TISSUE_MARGIN_UM / slide.mpp * thumb_scale))
     widened = ndi.binary_dilation(tissue, iterations=margin) if margin and tissue.any() else tissue
     plan = slide.plan_for(config.mpp)
-    if plan.scale > 1:
-        log.warning("%s: its finest level is %.3g µm/px, coarser than --mpp %g: patches are upsampled %.2fx",
-                    slide.path, plan.level_mpp, config.mpp, plan.scale)
     level_width, level_height = slide.level_dimensions[plan.level]
     _check_patch_fits(slide, config, plan, (level_width, level_height))
     core = _region_edge(slide, config, plan, (level_width, level_height))

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from ..config import config_to_dict
 from ..errors import ConfigError, SlideError, StoreError
+from ..gan.config import MIN_PATCH_SIZE, trainable_patch_size
 from ..locks import writer_lock
 from ..provenance import run_record
 from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter, read_header
@@ -62,6 +63,9 @@ def tile(slides: Sequence[str | Path], out: str | Path, config: TileConfig | Non
     """
     config = config or TileConfig()
     config.validate()
+    if not trainable_patch_size(config.patch_size):
+        log.warning("--patch-size %d: bioaug train needs 4 * 2**n px patches, at least %d (16, 32, 64, ...): this "
+                    "store can train a classifier but not the GAN", config.patch_size, MIN_PATCH_SIZE)
     if sum(x is not None for x in (executor, client, config.scheduler)) > 1:
         raise ConfigError("--scheduler", "give one of executor, client or scheduler")
     out = Path(out)
