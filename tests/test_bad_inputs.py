@@ -154,6 +154,22 @@ def case_points_csv_without_y(ws, inputs):
     return argv, out, "points.csv"
 
 
+def case_points_csv_with_nan_coordinates(ws, inputs):  # 19.5: the row was dropped without a word
+    points = _text(ws, "points.csv", "slide,x,y,label\nexample.tiff,10,10,a\nexample.tiff,nan,20,b\n")
+    argv, out = _tile(ws, inputs, "--label-by", "points", "--labels", str(points))
+    return argv, out, "points.csv: line 3: x and y must be finite numbers, got 'nan', '20'"
+
+
+def case_points_geojson_with_a_region_polygon(ws, inputs):  # 19.5: a "Tumor" region became a nucleus
+    import json
+
+    region = {"type": "Feature", "properties": {"classification": {"name": "Tumor"}},
+              "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [400, 0], [400, 400], [0, 400], [0, 0]]]}}
+    points = _text(ws, "example.geojson", json.dumps({"type": "FeatureCollection", "features": [region]}))
+    argv, out = _tile(ws, inputs, "--label-by", "points", "--labels", str(points))
+    return argv, out, "example.geojson: 1 polygons for example.tiff are larger than a nucleus"
+
+
 def case_patch_size_too_small(ws, inputs):
     argv, out = _tile(ws, inputs, "--patch-size", "4")
     return argv, out, "--patch-size"

@@ -150,3 +150,37 @@ def test_class_names_that_differ_only_by_case_and_an_untrainable_patch_size_are_
     assert f"{points}: class names 'Lymphocyte' and 'lymphocyte' differ only by case and stay separate classes; " \
            f"write them alike if they are one" in warned
     assert any(line.startswith("--patch-size 48: bioaug train needs 4 * 2**n px patches") for line in warned)
+
+
+# -- label files (19.5) ---------------------------------------------------------------------------------------
+
+def _feature(geometry: dict, label: str) -> dict:
+    return {"type": "Feature", "geometry": geometry, "properties": {"classification": {"name": label}}}
+
+
+def _square(x: float, y: float, side: float = 20.0) -> list:
+    return [[[x, y], [x + side, y], [x + side, y + side], [x, y + side], [x, y]]]
+
+
+def test_every_label_file_of_a_slide_is_used_and_reported(slides, tmp_path, caplog):
+    import json
+
+    first, second = tmp_path / "a" / "s3.geojson", tmp_path / "b" / "s3.tiff.geojson"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    first.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        _feature({"type": "Point", "coordinates": [200, 200]}, "a"),
+        _feature({"type": "MultiPolygon", "coordinates": [_square(300, 300), _square(400, 300), _square(500, 300)]},
+                 "b")]}))
+    second.write_text(json.dumps(_feature({"type": "Point", "coordinates": [600, 400]}, "a")))  # a lone Feature
+    table = tmp_path / "points.csv"
+    table.write_text("slide,x,y,label\nC:\\scans\\site2\\s3.tiff,700,500,b\nother.tiff,10,10,a\n")
+    config = TileConfig(label_by="points", labels=[str(first), str(second), str(table)], qc=False)
+    with caplog.at_level("INFO", logger="bioaug"):
+        store = tile([slides[0].path], tmp_path / "store", config, progress=False)
+    centres = sorted(zip(store.manifest["x"], store.manifest["y"], store.manifest["label"]))
+    assert centres == [(200, 200, "a"), (310, 310, "b"), (410, 310, "b"), (510, 310, "b"), (600, 400, "a"),
+                       (700, 500, "b")]
+    said = [record.getMessage() for record in caplog.records]
+    assert f"{first}: all 4 points used" in said and f"{second}: all 1 points used" in said
+    assert f"{table}: 1 of its 2 points used (the others are of slides not in this run)" in said

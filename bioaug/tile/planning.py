@@ -129,6 +129,7 @@ def preflight(slides: Sequence[str | Path], out: Path, config: TileConfig, sourc
                 upsampled.append((slide.path, read))
             plans.append(plan_slide(slide, out, config, labels, masker, memory_per_worker))
     _warn_upsampled(upsampled, config.mpp)
+    source.report()
     class_names = source.class_names(given)
     _warn_case_twins(class_names, config.labels)
     return plans, class_names
