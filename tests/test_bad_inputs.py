@@ -394,6 +394,12 @@ def case_augment_both_counts(ws, inputs):
     return argv, out, "per_class"
 
 
+def case_augment_more_patches_than_memory_or_disk_hold(ws, inputs):  # 19.7: grew to 22 GB, killed by the kernel
+    argv, out = _augment(ws, inputs.run)
+    argv[argv.index("--per-class") + 1] = "1000000000"
+    return argv, out, "--per-class: 3,000,000,000 patches need about 2,861.0 GiB of memory"
+
+
 def case_augment_out_is_a_file(ws, inputs):  # 13.1
     argv, out = _augment(ws, inputs.run, out=_text(ws, "taken", "someone's file\n"))
     return argv, None, "taken"

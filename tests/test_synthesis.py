@@ -315,3 +315,16 @@ def test_selection_classifier_is_cached_by_the_real_store_hash(disc_store, tmp_p
     other = make_disc_store(tmp_path / "other", seed=5)  # other patches: another key, trained anew
     monkeypatch.undo()
     assert not selection.train_scorer(other, config, cache=tmp_path / "scorers")[1]["cached"]
+
+
+def test_more_patches_than_the_free_disk_holds_are_refused_before_generating(gan, tmp_path, monkeypatch):  # 19.7
+    import shutil
+    from collections import namedtuple
+
+    _, run = gan
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
+    with pytest.raises(ConfigError, match=r"--balance-to: 1,428 patches need .* and 4.2 MiB of disk \(1.0 MiB free "):
+        augment(run, tmp_path / "synth", AugmentConfig(balance_to=500, **QUIET), progress=False)
+    assert not (tmp_path / "synth").exists()
+    augment(run, tmp_path / "synth", AugmentConfig(per_class=2, **QUIET), progress=False)  # 2 * 3 KiB * 3 fit

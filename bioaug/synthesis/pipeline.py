@@ -22,6 +22,7 @@ complete only at the end, so a killed run never leaves a store that readers acce
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..config import config_to_dict
-from ..errors import CheckpointError, StoreError
+from ..errors import CheckpointError, ConfigError, StoreError
 from ..locks import has_entries, writer_lock
 from ..progress import progress_bar
 from ..provenance import run_record, sha256_json, write_json_atomic
@@ -95,6 +96,32 @@ def plan_counts(config: AugmentConfig, class_names: list[str], real_counts: np.n
     return {class_names[c]: max(0, target - int(real_counts[c])) for c in chosen}
 
 
+#: Memory per synthetic patch while it is indexed: its manifest row as read back when the store is sealed and
+#: opened (about 750 bytes measured for a plain augment row), its planned label and selection record.
+BYTES_PER_PATCH_INDEXED = 1024
+
+
+def check_size(out: Path, total: int, patch_size: int, flag: str) -> None:
+    """Raise ``ConfigError`` before anything is generated when ``total`` patches would not fit this machine's
+    memory (their index: the images themselves stream to disk) or the free disk space at ``out``.
+
+    ``--per-class 1000000000`` otherwise grew to 22 GB and was killed by the kernel without a word.
+    """
+    from ..tile.planning import physical_memory
+
+    memory, images = total * BYTES_PER_PATCH_INDEXED, total * patch_size * patch_size * 3
+    place = next(p for p in (out, *out.parents) if p.exists())
+    free = shutil.disk_usage(place).free
+    if memory > physical_memory() or images > free:
+        raise ConfigError(flag, f"{total:,} patches need about {_size(memory)} of memory (this machine has "
+                                f"{_size(physical_memory())}) and {_size(images)} of disk ({_size(free)} free in "
+                                f"{place}); ask for fewer")
+
+
+def _size(size: float) -> str:
+    return f"{size / 2**30:,.1f} GiB" if size >= 2**30 else f"{size / 2**20:,.1f} MiB"
+
+
 def _check_out(out: Path, key: str) -> None:
     """Refuse an output that is something else, or a store of another augmentation (no resume across args)."""
     if (out / HEADER_NAME).is_file():
@@ -141,6 +168,8 @@ def augment(run: str | Path, out: str | Path, config: AugmentConfig | None = Non
     real_store = open_real_store(real, record, synth)
     real_counts = np.bincount(real_store.labels[real_store.labels >= 0], minlength=len(synth.class_names))
     counts = plan_counts(config, synth.class_names, real_counts)
+    check_size(out, sum(counts.values()), synth.patch_size, "--per-class" if config.per_class is not None
+               else "--balance-to")
     labels = np.repeat([synth.class_names.index(name) for name in counts], list(counts.values()))
     selection_key = ({"min_confidence": config.min_confidence, "feature_quantile": config.feature_quantile,
                       "classifier": config.classifier, "classifier_steps": config.classifier_steps,
