@@ -17,6 +17,7 @@ from typing import Callable
 
 from . import __version__
 from .config import add_config_arguments, config_to_dict, resolve_config
+from .cpus import available_cpus
 from .errors import BioaugError, describe_os_error
 from .provenance import check_output_dir
 
@@ -391,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     from .progress import set_quiet
 
     _configure_logging()
+    # before torch is imported: its pool would otherwise take every core, quota or not (issue 19.11)
+    os.environ.setdefault("OMP_NUM_THREADS", str(available_cpus()))
     try:
         args = build_parser().parse_args(argv)
     except _UsageError as exc:

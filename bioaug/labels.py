@@ -9,7 +9,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Sequence
 
 import numpy as np
@@ -27,16 +27,20 @@ class Points:
     y: list[float] = field(default_factory=list)
     label: list[str] = field(default_factory=list)
     source: str = ""
+    #: Level-0 px² of the polygon a point is the centroid of (0 for a point), so regions can be told from nuclei
+    area: list[float] = field(default_factory=list)
 
-    def add(self, x: float, y: float, label: str) -> None:
+    def add(self, x: float, y: float, label: str, area: float = 0.0) -> None:
         self.x.append(float(x))
         self.y.append(float(y))
         self.label.append(label)
+        self.area.append(float(area))
 
 
 def slide_key(name: str) -> str:
-    """The key a slide is known by in label tables: its file name without directories."""
-    return Path(name).name
+    """The key a slide is known by in label tables: its file name without directories (Windows ones too:
+    ``C:\\scans\\ex.tiff`` is ``ex.tiff``)."""
+    return PureWindowsPath(name).name if "\\" in name else Path(name).name
 
 
 def lookup(table: dict[str, object], slide_name: str) -> object | None:
@@ -72,7 +76,9 @@ def read_point_csv(path: Path) -> dict[str, Points]:
         try:
             x, y = float(row["x"]), float(row["y"])
         except ValueError:
-            raise LabelError(path, f"line {line}: x and y must be numbers, got {row['x']!r}, {row['y']!r}") from None
+            x = y = math.nan
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise LabelError(path, f"line {line}: x and y must be finite numbers, got {row['x']!r}, {row['y']!r}")
         if not row["label"]:
             raise LabelError(path, f"line {line}: empty label")
         table.setdefault(slide_key(row[slide_column]), Points(source=str(path))).add(x, y, row["label"])
@@ -90,6 +96,8 @@ def read_geojson_points(path: Path) -> Points:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LabelError(path, f"not valid GeoJSON ({exc.__class__.__name__})") from None
+    if isinstance(data, dict) and data.get("type") == "Feature":  # one object, exported on its own
+        data = [data]
     features = data.get("features", []) if isinstance(data, dict) else data
     if not isinstance(features, list):
         raise LabelError(path, "GeoJSON must be a FeatureCollection or a list of features")
@@ -103,8 +111,8 @@ def read_geojson_points(path: Path) -> Points:
         label = label or props.get("label") or props.get("name")
         if not label or not isinstance(label, (str, int)):
             raise LabelError(path, f"feature {number} has no class (properties.classification.name)")
-        for x, y in _geometry_centres(path, number, _object(path, number, feature, "geometry")):
-            points.add(x, y, str(label))
+        for x, y, area in _geometry_centres(path, number, _object(path, number, feature, "geometry")):
+            points.add(x, y, str(label), area)
     return points
 
 
@@ -125,40 +133,43 @@ def _xy(path: Path, number: int, value: object) -> tuple[float, float]:
     raise LabelError(path, f"feature {number}: coordinates {json.dumps(value)[:60]} are not an [x, y] position")
 
 
-def _geometry_centres(path: Path, number: int, geometry: dict) -> list[tuple[float, float]]:
+def _geometry_centres(path: Path, number: int, geometry: dict) -> list[tuple[float, float, float]]:
+    """``(x, y, area)`` of every point of a geometry: a point (area 0), or each polygon's centroid and area
+    (a MultiPolygon of many nuclei is many nuclei, not one at their joint centroid)."""
     kind, coords = geometry.get("type"), geometry.get("coordinates")
     if kind == "Point":
-        return [_xy(path, number, coords)]
+        return [(*_xy(path, number, coords), 0.0)]
     if kind == "MultiPoint":
         if not isinstance(coords, list) or not coords:
             raise LabelError(path, f"feature {number}: a MultiPoint needs a list of positions")
-        return [_xy(path, number, c) for c in coords]
+        return [(*_xy(path, number, c), 0.0) for c in coords]
     if kind in ("Polygon", "MultiPolygon"):
         from shapely.errors import GEOSException
         from shapely.geometry import shape
         try:
-            centre = shape(geometry).centroid
+            shaped = shape(geometry)
+            parts = list(shaped.geoms) if kind == "MultiPolygon" else [shaped]
+            centres = [(part.centroid, part.area) for part in parts if not part.is_empty]
         except (GEOSException, ValueError, TypeError, IndexError, AttributeError):
             raise LabelError(path, f"feature {number}: {kind} coordinates are not rings of positions") from None
-        if centre.is_empty:
+        if not centres:
             raise LabelError(path, f"feature {number}: {kind} is empty")
-        return [(centre.x, centre.y)]
+        return [(centre.x, centre.y, area) for centre, area in centres]
     raise LabelError(path, f"feature {number}: geometry {kind!r} is not a point or polygon")
 
 
-def read_points(paths: Sequence[str | Path]) -> dict[str, Points]:
-    """Point annotations from CSV tables and per-slide GeoJSON files (matched to slides by file stem)."""
-    table: dict[str, Points] = {}
+def read_points(paths: Sequence[str | Path]) -> dict[str, list[Points]]:
+    """Point annotations from CSV tables and per-slide GeoJSON files (matched to slides by file stem): for each
+    slide key, the points of every file that has some, one ``Points`` per file, so that none replaces another."""
+    table: dict[str, list[Points]] = {}
     for path in map(Path, paths):
         if not path.is_file():
             raise LabelError(path, "no such file")
         if path.suffix.lower() in (".geojson", ".json"):
-            table[path.stem] = read_geojson_points(path)
+            table.setdefault(path.stem, []).append(read_geojson_points(path))
         else:
             for name, points in read_point_csv(path).items():
-                merged = table.setdefault(name, Points(source=points.source))
-                for x, y, label in zip(points.x, points.y, points.label):
-                    merged.add(x, y, label)
+                table.setdefault(name, []).append(points)
     return table
 
 

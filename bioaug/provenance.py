@@ -56,6 +56,30 @@ def run_record(config: dict[str, Any], inputs: dict[str, str] | None = None) -> 
     }
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it where Linux reports it (a swap would briefly let other
+    threads create files under umask 0)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | Path, *, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open()`` (or ``mkdir()``) would have: 0666 (0777) less the umask.
+
+    ``tempfile`` makes its files 0600 and its directories 0700, and a rename keeps the mode, so without this a
+    store, a report or a run written atomically would be unreadable to a lab-mate or to a Dask worker running
+    as another user on the shared filesystem.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A fresh temporary path beside ``path`` (parents created) that replaces ``path`` only if the block
@@ -70,8 +94,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise OutputError(path.parent, f"cannot write {path.name} here ({exc.strerror})") from None
     os.close(fd)
     try:
+        honour_umask(tmp)
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # a write that names no file is the write of this one: a full disk, or a quota
+        raise OutputError(path, f"cannot be written ({exc.strerror or exc}; is the disk full?)") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 

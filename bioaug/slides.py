@@ -59,7 +59,7 @@ class Slide:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise SlideError(self.path, "no such file")
+            raise SlideError(self.path, why_not_a_file(self.path))
         _check_tiff_complete(self.path)
         try:
             self._slide: openslide.AbstractSlide = openslide.OpenSlide(str(self.path))
@@ -179,19 +179,36 @@ def expand_slide_paths(paths: list[str | Path]) -> list[Path]:
     found: list[Path] = []
     for item in map(Path, paths):
         if item.is_dir():
-            inside = sorted(p for p in item.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES and p.is_file())
+            named = sorted(p for p in item.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES)
+            for broken in (p for p in named if p.is_symlink() and not p.exists()):
+                log.warning("%s: %s; skipped", broken, why_not_a_file(broken))
+            inside = [p for p in named if p.is_file()]
             if not inside:
                 raise SlideError(item, f"directory holds no slide files ({', '.join(SLIDE_SUFFIXES)})")
             found.extend(inside)
         elif item.exists():
             found.append(item)
         else:
-            raise SlideError(item, "no such file")
+            raise SlideError(item, why_not_a_file(item))
     names = [p.name for p in found]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise SlideError(duplicate, "two input slides share this file name; slide names must be unique")
     return found
+
+
+def why_not_a_file(path: Path) -> str:
+    """Why ``path`` is no file to read: missing, a directory, a dangling symbolic link or a loop of them."""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except FileNotFoundError:
+            return f"dangling symbolic link (to {os.readlink(path)}, which does not exist)"
+        except (OSError, RuntimeError):  # ELOOP; Python before 3.13 raises RuntimeError for a loop
+            return "symbolic link loop"
+    if path.is_dir():
+        return "is a directory, but a slide file is needed here"
+    return "no such file"
 
 
 def _open_plain_image(path: Path):

@@ -28,8 +28,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import OutputError, StoreError
+from .locks import has_entries
 from .progress import progress_bar
-from .provenance import sha256_file, sha256_json, write_json_atomic
+from .provenance import honour_umask, sha256_file, sha256_json, write_json_atomic
 
 FORMAT_VERSION = 1
 HEADER_NAME = "store.json"
@@ -77,8 +78,9 @@ def _shard_root(store: Path) -> Path:
     return store / SHARDS_DIR
 
 
-def _read_header(store: Path) -> StoreHeader:
-    path = store / HEADER_NAME
+def read_header(store: str | Path) -> StoreHeader:
+    """A store's header alone, without opening its shards (so it reads even when they no longer agree)."""
+    path = Path(store) / HEADER_NAME
     if not path.is_file():
         raise StoreError(store, f"not a patch store (no {HEADER_NAME})")
     try:
@@ -99,12 +101,12 @@ class StoreWriter:
         self.path = Path(path)
         existing = self.path / HEADER_NAME
         if existing.exists():
-            old = _read_header(self.path)
+            old = read_header(self.path)
             for name in ("patch_size", "mpp", "kind", "class_names"):
                 if getattr(old, name) != getattr(header, name):
                     raise StoreError(self.path, f"existing store has {name}={getattr(old, name)!r}, this run "
                                                 f"asks {getattr(header, name)!r}; choose another output")
-        elif self.path.exists() and any(self.path.iterdir()):
+        elif self.path.exists() and has_entries(self.path):
             raise StoreError(self.path, "exists, is not empty and is not a patch store")
         self.header = header
         _shard_root(self.path).mkdir(parents=True, exist_ok=True)
@@ -180,6 +182,7 @@ def write_shard(store: Path, name: str, images: np.ndarray, rows: Sequence[dict[
         raise OutputError(root, f"cannot write shard {name} here ({exc.strerror})") from None
     final = root / name
     try:
+        honour_umask(tmp, directory=True)
         np.save(tmp / "images.npy", images)
         columns = list(CORE_COLUMNS) + sorted({key for row in rows for key in row} - set(CORE_COLUMNS))
         _write_manifest(tmp / "manifest.csv", columns,
@@ -192,8 +195,11 @@ def write_shard(store: Path, name: str, images: np.ndarray, rows: Sequence[dict[
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a short write (numpy's "requested and written")
+            raise OutputError(root, f"cannot write shard {name} ({exc.strerror or exc}; is the disk full?); "
+                                    f"free space and rerun the same command to resume") from None
         raise
     return final
 
@@ -275,7 +281,7 @@ class PatchStore:
 
     def __init__(self, path: str | Path, *, require_complete: bool = True) -> None:
         self.path = Path(path)
-        self.header = _read_header(self.path)
+        self.header = read_header(self.path)
         if require_complete and not self.header.complete:
             raise StoreError(self.path, f"store is incomplete: the {_writer_of(self.header)} run that writes it "
                                         f"did not finish; rerun the same command to resume")
@@ -398,7 +404,7 @@ def subset_store(store: PatchStore, indices: Sequence[int], out: str | Path, *, 
     indices = np.asarray(indices, dtype=np.int64)
     key = sha256_json({"source": store.content_hash, "indices": indices.tolist()})
     if (out / HEADER_NAME).exists():
-        done = _read_header(out)
+        done = read_header(out)
         if done.complete and done.provenance.get("subset_key") == key:
             return PatchStore(out)
         shutil.rmtree(out)

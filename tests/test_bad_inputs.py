@@ -154,6 +154,22 @@ def case_points_csv_without_y(ws, inputs):
     return argv, out, "points.csv"
 
 
+def case_points_csv_with_nan_coordinates(ws, inputs):  # 19.5: the row was dropped without a word
+    points = _text(ws, "points.csv", "slide,x,y,label\nexample.tiff,10,10,a\nexample.tiff,nan,20,b\n")
+    argv, out = _tile(ws, inputs, "--label-by", "points", "--labels", str(points))
+    return argv, out, "points.csv: line 3: x and y must be finite numbers, got 'nan', '20'"
+
+
+def case_points_geojson_with_a_region_polygon(ws, inputs):  # 19.5: a "Tumor" region became a nucleus
+    import json
+
+    region = {"type": "Feature", "properties": {"classification": {"name": "Tumor"}},
+              "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [400, 0], [400, 400], [0, 400], [0, 0]]]}}
+    points = _text(ws, "example.geojson", json.dumps({"type": "FeatureCollection", "features": [region]}))
+    argv, out = _tile(ws, inputs, "--label-by", "points", "--labels", str(points))
+    return argv, out, "example.geojson: 1 polygons for example.tiff are larger than a nucleus"
+
+
 def case_patch_size_too_small(ws, inputs):
     argv, out = _tile(ws, inputs, "--patch-size", "4")
     return argv, out, "--patch-size"
@@ -214,6 +230,59 @@ def case_tile_out_read_only(ws, inputs):  # 13.1
     return argv, out, str(out)
 
 
+def _slide_folder(ws: Path, inputs: Inputs, *names: str) -> Path:
+    folder = ws / "slides"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(inputs.slide, folder / name)
+    return folder
+
+
+def _tiled_store(ws: Path, inputs: Inputs, slide: Path) -> Path:
+    """A store in ``ws`` tiled from ``slide``, as a user's earlier run left it."""
+    out = ws / "out"
+    assert main(["tile", str(slide), "--out", str(out), "--quiet", "--qc", "false"]) == 0
+    return out
+
+
+def case_tile_two_slides_whose_names_sanitise_alike(ws, inputs):  # 19.2: one shard held half the patches
+    argv, out = _tile(ws, inputs, slide=_slide_folder(ws, inputs, "case 1.tiff", "case_1.tiff"))
+    return argv, out, "give the same shard names (case_1.tiff.*)"
+
+
+def case_tile_two_cjk_names_of_one_length(ws, inputs):  # 19.2
+    argv, out = _tile(ws, inputs, slide=_slide_folder(ws, inputs, "病例.tiff", "标本.tiff"))
+    return argv, out, "病例.tiff: its name and that of"
+
+
+def case_tile_slide_whose_name_sanitises_like_one_in_the_store(ws, inputs):  # 19.2
+    folder = _slide_folder(ws, inputs, "case 1.tiff", "case_1.tiff")
+    out = _tiled_store(ws, inputs, folder / "case 1.tiff")
+    argv, _ = _tile(ws, inputs, "--qc", "false", slide=folder / "case_1.tiff", out=out)
+    return argv, None, "that of slide 'case 1.tiff' already in"
+
+
+def case_tile_other_slide_of_the_same_name_into_a_store(ws, inputs):  # 19.3: a re-scan replaced the old patches
+    from bioaug.example import write_example_slide
+
+    out = _tiled_store(ws, inputs, inputs.slide)
+    rescan = write_example_slide(ws / "rescan" / "example.tiff", width=512, height=512, seed=6).path
+    argv, _ = _tile(ws, inputs, "--qc", "false", slide=rescan, out=out)
+    return argv, None, f"rescan/example.tiff: a different slide of this name ({inputs.slide}) is already in"
+
+
+def case_tile_slide_that_is_a_symlink_loop(ws, inputs):  # 19.10: was "no such file"
+    (ws / "loop.svs").symlink_to(ws / "loop.svs")
+    argv, out = _tile(ws, inputs, slide=ws / "loop.svs")
+    return argv, out, "loop.svs: symbolic link loop"
+
+
+def case_tile_slide_that_is_a_dangling_symlink(ws, inputs):  # 19.6
+    (ws / "moved.svs").symlink_to(ws / "elsewhere" / "moved.svs")
+    argv, out = _tile(ws, inputs, slide=ws / "moved.svs")
+    return argv, out, f"moved.svs: dangling symbolic link (to {ws / 'elsewhere' / 'moved.svs'}, which does not"
+
+
 def _train(ws: Path, store: Path, *extra: str, out: Path | None = None):
     out = out or ws / "run"
     return ["train", str(store), "--out", str(out), "--quiet", *TINY_GAN, *extra], out
@@ -271,6 +340,12 @@ def case_train_out_is_a_file(ws, inputs):  # 13.1
     return argv, None, "taken"
 
 
+def case_train_out_is_a_patch_store(ws, inputs):  # 19.10: the run's files went in beside the shards
+    store, _ = _copy_store(inputs, ws)
+    argv, _ = _train(ws, inputs.store, out=store)
+    return argv, None, f"{store}: is a patch store; a training run needs a directory of its own"
+
+
 def case_train_out_read_only(ws, inputs):  # 13.1
     argv, out = _train(ws, inputs.store, out=_read_only_place(ws))
     return argv, out, str(out)
@@ -317,6 +392,12 @@ def case_augment_corrupt_checkpoint(ws, inputs):
 def case_augment_both_counts(ws, inputs):
     argv, out = _augment(ws, inputs.run, "--balance-to", "10")
     return argv, out, "per_class"
+
+
+def case_augment_more_patches_than_memory_or_disk_hold(ws, inputs):  # 19.7: grew to 22 GB, killed by the kernel
+    argv, out = _augment(ws, inputs.run)
+    argv[argv.index("--per-class") + 1] = "1000000000"
+    return argv, out, "--per-class: 3,000,000,000 patches need about 2,861.0 GiB of memory"
 
 
 def case_augment_out_is_a_file(ws, inputs):  # 13.1
@@ -376,11 +457,14 @@ CASES = {name[len("case_"):]: function for name, function in sorted(globals().it
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    """Every file below ``root`` with a hash of its bytes (directories as markers)."""
+    """Every file below ``root`` with a hash of its bytes (directories as markers, symbolic links by target)."""
     found = {}
     for path in sorted(root.rglob("*")):
         key = str(path.relative_to(root))
-        found[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_symlink():
+            found[key] = f"link to {os.readlink(path)}"
+        else:
+            found[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
     return found
 
 
@@ -408,3 +492,40 @@ def test_bad_input_gives_one_line_exit_2_and_no_output(name, inputs, tmp_path, c
     if out is not None:
         assert not out.exists(), f"{out} was created"
 
+
+
+def test_a_full_disk_while_tiling_gives_one_line_and_no_half_shard(inputs, tmp_path, capfd, monkeypatch):  # 19.8
+    """numpy reports a short write as ``OSError: N requested and M written``, naming no file: a traceback."""
+    def full_disk(file, array, *args, **kwargs):
+        raise OSError(f"{array.nbytes} requested and 4096 written")
+
+    store = tmp_path / "store"
+    assert main(["tile", str(inputs.slide), "--out", str(store), "--quiet", "--qc", "false"]) == 0
+    other = tmp_path / "other.tiff"
+    shutil.copy(inputs.slide, other)
+    monkeypatch.setattr(np, "save", full_disk)
+    capfd.readouterr()
+    assert main(["tile", str(other), "--out", str(store), "--quiet", "--qc", "false"]) == EXIT_BAD_INPUT
+    lines = [line for line in capfd.readouterr().err.splitlines() if not line.startswith("bioaug: INFO: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"bioaug: error: {store / 'shards'}: cannot write shard "), lines
+    assert "requested and 4096 written; is the disk full?" in lines[0] and "rerun" in lines[0]
+    assert sorted(p.name for p in (store / "shards").iterdir() if not p.name.startswith("example.tiff.")) == []
+    monkeypatch.undo()
+    assert main(["tile", str(other), "--out", str(store), "--quiet", "--qc", "false"]) == 0
+
+
+def test_a_full_disk_under_any_atomic_write_names_the_file(tmp_path, monkeypatch):  # 19.8
+    import errno
+
+    from bioaug.errors import OutputError
+    from bioaug.provenance import write_json_atomic
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OutputError) as caught:
+        write_json_atomic(tmp_path / "store.json", {"a": 1})
+    assert str(caught.value) == (f"{tmp_path / 'store.json'}: cannot be written (No space left on device; "
+                                 f"is the disk full?)")
+    assert list(tmp_path.iterdir()) == []

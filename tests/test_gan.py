@@ -173,8 +173,30 @@ def test_sampling_from_a_checkpoint_is_deterministic(disc_store, tmp_path):
     labels = [0, 1, 2, 2, 1]
     first = generate(generator, labels, seed=5)
     assert first.shape == (5, 32, 32, 3) and first.dtype == np.uint8
-    np.testing.assert_array_equal(first, generate(generator, labels, seed=5, batch_size=2))
+    np.testing.assert_array_equal(first, generate(generator, labels, seed=5))
     assert not np.array_equal(first, generate(generator, labels, seed=6))
+    assert generate(generator, [], seed=5).shape == (0, 32, 32, 3)
+
+
+def test_the_generator_always_runs_on_fixed_chunks_so_a_patch_ignores_the_batch(disc_store, tmp_path):  # 19.1
+    # CPU kernels pick code paths by batch shape: a patch drawn alone once differed by a grey level from the
+    # same patch drawn among 256 (AMD EPYC). Every forward pass now has the same shape.
+    import torch
+
+    from bioaug.gan.sampling import GENERATOR_CHUNK, run_in_chunks
+
+    run = train(disc_store, tmp_path / "run", tiny(steps=2), progress=False)
+    generator, _ = load_generator(run / "checkpoint.pt")
+    shapes = []
+    generator.register_forward_hook(lambda _m, inputs, _o: shapes.append(len(inputs[0])))
+    latents = torch.randn(2 * GENERATOR_CHUNK + 3, generator.z_dim, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(len(latents)) % 3
+    whole = run_in_chunks(generator, latents, labels)
+    assert whole.shape == (len(latents), 32, 32, 3) and set(shapes) == {GENERATOR_CHUNK}
+    for start, stop in [(0, 1), (1, 2), (5, 40), (GENERATOR_CHUNK - 1, len(latents))]:
+        np.testing.assert_array_equal(run_in_chunks(generator, latents[start:stop], labels[start:stop],
+                                                    first=start), whole[start:stop])
+    assert set(shapes) == {GENERATOR_CHUNK} and generator.training is False
 
 
 def test_ddp_with_two_gloo_processes_has_one_writer(disc_store, tmp_path):

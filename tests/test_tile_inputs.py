@@ -28,6 +28,23 @@ def test_new_slides_are_added_to_an_existing_store_with_every_slides_hash(slides
     assert grown.content_hash == together.content_hash
 
 
+def test_a_rescan_of_the_same_name_replaces_the_old_slide_only_when_asked(slides, tmp_path):  # 19.3
+    rescan = tmp_path / "rescan" / "s3.tiff"
+    rescan.parent.mkdir()
+    rescan.write_bytes(slides[1].path.read_bytes())
+    config = TileConfig(qc=False)
+    tile([slides[0].path], tmp_path / "store", config, progress=False)
+    assert tile([slides[0].path], tmp_path / "store", config, progress=False).header.provenance["slide_paths"] == {
+        "s3.tiff": str(slides[0].path.resolve())}  # the same file again is a resume
+    with pytest.raises(SlideError, match=f"a different slide of this name \\({slides[0].path}\\)"):
+        tile([rescan], tmp_path / "store", config, progress=False)
+    replaced = tile([rescan], tmp_path / "store", TileConfig(qc=False, replace_slides=True), progress=False)
+    alone = tile([rescan], tmp_path / "alone", config, progress=False)
+    assert replaced.content_hash == alone.content_hash
+    assert replaced.header.provenance["inputs"] == alone.header.provenance["inputs"]
+    assert replaced.header.provenance["slide_paths"] == {"s3.tiff": str(rescan.resolve())}
+
+
 def test_an_existing_store_cut_another_way_is_refused(slides, tmp_path):
     tile([slides[0].path], tmp_path / "store", TileConfig(qc=False), progress=False)
     with pytest.raises(StoreError, match="--border 'skip', this run asks 'constant'"):
@@ -81,3 +98,89 @@ def test_a_tissue_masker_from_the_caller_decides_where_patches_come_from(slides,
     with pytest.raises(SlideError, match="tissue masker returned shape"):
         tile([slides[0].path], tmp_path / "bad", TileConfig(qc=False), tissue_masker=lambda rgb: rgb[:5],
              progress=False)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_every_file_and_directory_of_a_store_honours_the_umask(slides, tmp_path, umask):  # 19.9
+    """Atomic writes go through temporary files (0600) and directories (0700) whose modes used to survive the
+    rename: a lab-mate, or a Dask worker running as another user, could not read the store."""
+    import os
+
+    from bioaug.provenance import write_json_atomic
+
+    previous = os.umask(umask)
+    try:
+        tile([slides[0].path], tmp_path / "store", TileConfig(), progress=False)
+        write_json_atomic(tmp_path / "store" / "extra" / "note.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    paths = [tmp_path / "store", *(tmp_path / "store").rglob("*")]
+    modes = {path.relative_to(tmp_path): (path.stat().st_mode & 0o777, 0o777 if path.is_dir() else 0o666)
+             for path in paths}
+    assert any(path.suffix == ".png" for path in modes) and any(path.name == "images.npy" for path in modes)
+    wrong = {str(path): oct(mode) for path, (mode, full) in modes.items() if mode != full & ~umask}
+    assert not wrong
+
+
+def test_broken_symbolic_links_in_a_slide_folder_are_named_in_a_warning(slides, tmp_path, caplog):  # 19.6
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "s3.tiff").symlink_to(slides[0].path)
+    (folder / "moved.svs").symlink_to(tmp_path / "gone.svs")
+    (folder / "loop.tiff").symlink_to(folder / "loop.tiff")
+    with caplog.at_level("WARNING", logger="bioaug"):
+        store = tile([folder], tmp_path / "store", TileConfig(qc=False), progress=False)
+    assert set(store.slides) == {"s3.tiff"}
+    warned = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert f"{folder / 'loop.tiff'}: symbolic link loop; skipped" in warned
+    assert f"{folder / 'moved.svs'}: dangling symbolic link (to {tmp_path / 'gone.svs'}, which does not exist); " \
+           f"skipped" in warned
+
+
+def test_class_names_that_differ_only_by_case_and_an_untrainable_patch_size_are_warned_about(
+        slides, tmp_path, caplog):  # 19.10
+    points = tmp_path / "points.csv"
+    points.write_text("slide,x,y,label\ns3.tiff,300,300,Lymphocyte\ns3.tiff,500,400,lymphocyte\n"
+                      "s3.tiff,700,300,tumour\n")
+    config = TileConfig(label_by="points", labels=[str(points)], patch_size=48, qc=False)
+    with caplog.at_level("WARNING", logger="bioaug"):
+        store = tile([slides[0].path], tmp_path / "store", config, progress=False)
+    assert store.class_names == ["Lymphocyte", "lymphocyte", "tumour"]
+    warned = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert f"{points}: class names 'Lymphocyte' and 'lymphocyte' differ only by case and stay separate classes; " \
+           f"write them alike if they are one" in warned
+    assert any(line.startswith("--patch-size 48: bioaug train needs 4 * 2**n px patches") for line in warned)
+
+
+# -- label files (19.5) ---------------------------------------------------------------------------------------
+
+def _feature(geometry: dict, label: str) -> dict:
+    return {"type": "Feature", "geometry": geometry, "properties": {"classification": {"name": label}}}
+
+
+def _square(x: float, y: float, side: float = 20.0) -> list:
+    return [[[x, y], [x + side, y], [x + side, y + side], [x, y + side], [x, y]]]
+
+
+def test_every_label_file_of_a_slide_is_used_and_reported(slides, tmp_path, caplog):
+    import json
+
+    first, second = tmp_path / "a" / "s3.geojson", tmp_path / "b" / "s3.tiff.geojson"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    first.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        _feature({"type": "Point", "coordinates": [200, 200]}, "a"),
+        _feature({"type": "MultiPolygon", "coordinates": [_square(300, 300), _square(400, 300), _square(500, 300)]},
+                 "b")]}))
+    second.write_text(json.dumps(_feature({"type": "Point", "coordinates": [600, 400]}, "a")))  # a lone Feature
+    table = tmp_path / "points.csv"
+    table.write_text("slide,x,y,label\nC:\\scans\\site2\\s3.tiff,700,500,b\nother.tiff,10,10,a\n")
+    config = TileConfig(label_by="points", labels=[str(first), str(second), str(table)], qc=False)
+    with caplog.at_level("INFO", logger="bioaug"):
+        store = tile([slides[0].path], tmp_path / "store", config, progress=False)
+    centres = sorted(zip(store.manifest["x"], store.manifest["y"], store.manifest["label"]))
+    assert centres == [(200, 200, "a"), (310, 310, "b"), (410, 310, "b"), (510, 310, "b"), (600, 400, "a"),
+                       (700, 500, "b")]
+    said = [record.getMessage() for record in caplog.records]
+    assert f"{first}: all 4 points used" in said and f"{second}: all 1 points used" in said
+    assert f"{table}: 1 of its 2 points used (the others are of slides not in this run)" in said

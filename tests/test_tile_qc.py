@@ -66,14 +66,22 @@ def test_density_check_is_quiet_on_the_example_slide(example, tmp_path, bioaug_l
     assert store.header.provenance["qc"]["nuclei_per_mm2"]["example.tiff"] > 0
 
 
-def test_upsampling_warns_once_per_slide_with_its_factor(example, tmp_path, bioaug_log):
-    other = write_example_slide(tmp_path / "other.tiff", width=512, height=512, seed=4)
+def test_upsampling_warns_with_the_slide_and_its_factor(example, tmp_path, bioaug_log):
     config = TileConfig(mpp=0.125, region_size=256, min_tissue=0.0, qc=False)
-    tile([example.path, other.path], tmp_path / "store", config, progress=False)
+    tile([example.path], tmp_path / "store", config, progress=False)
     warnings = [r.getMessage() for r in bioaug_log.records if "upsampled" in r.getMessage()]
-    assert len(warnings) == 2, warnings
-    assert all("2.00x" in w for w in warnings)
-    assert {w.split(":")[0].rsplit("/", 1)[-1] for w in warnings} == {"example.tiff", "other.tiff"}
+    assert len(warnings) == 1 and warnings[0].startswith(f"{example.path}: ") and "2.00x" in warnings[0]
+
+
+def test_upsampling_of_many_slides_is_one_line_with_their_count(example, tmp_path, bioaug_log):  # 19.10
+    """CRCHistoPhenotypes' 100 images gave 100 identical lines."""
+    others = [write_example_slide(tmp_path / f"other{seed}.tiff", width=512, height=512, seed=seed).path
+              for seed in (4, 6, 7)]
+    config = TileConfig(mpp=0.125, region_size=256, min_tissue=0.0, qc=False)
+    tile([example.path, *others], tmp_path / "store", config, progress=False)
+    warnings = [r.getMessage() for r in bioaug_log.records if "upsampled" in r.getMessage()]
+    assert warnings == ["4 slides are coarser than --mpp 0.125, so their patches are upsampled: example.tiff "
+                        "(2.00x), other4.tiff (2.00x), other6.tiff (2.00x) ..."]
 
 
 def test_no_upsampling_warning_at_the_slides_resolution(example, tmp_path, bioaug_log):

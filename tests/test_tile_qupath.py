@@ -27,7 +27,7 @@ def test_export_reads_back_as_the_same_points_and_store(example, tmp_path):
     feature = data["features"][0]
     assert feature["properties"]["objectType"] == "detection"
     assert set(feature["properties"]["measurements"]) == {*store.header.feature_names, "padded_fraction"}
-    points = read_points([path])["example.tiff"]
+    [points] = read_points([path])["example.tiff"]
     assert np.array_equal(points.x, store.manifest["x"]) and np.array_equal(points.y, store.manifest["y"])
     assert points.label == list(store.manifest["label"])
     again = tile([example.path], tmp_path / "again", TileConfig(label_by="points", labels=[str(path)], qc=False),

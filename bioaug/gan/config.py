@@ -24,6 +24,11 @@ BUDGET_CLOCKS = ("wall", "cpu")
 MIN_PATCH_SIZE = 16
 
 
+def trainable_patch_size(patch_size: int) -> bool:
+    """Whether the GAN's networks can be built for ``patch_size``: 4 * 2**n pixels, at least ``MIN_PATCH_SIZE``."""
+    return patch_size >= MIN_PATCH_SIZE and 4 * 2 ** ((patch_size // 4).bit_length() - 1) == patch_size
+
+
 @dataclass
 class TrainConfig:
     """Options for training the class-conditional GAN (``bioaug train``).
@@ -129,8 +134,7 @@ class TrainConfig:
         were left unset.
         """
         defaults = get_preset(self.preset).size_defaults
-        stages = (patch_size // 4).bit_length() - 1
-        if patch_size < MIN_PATCH_SIZE or 4 * 2 ** stages != patch_size:
+        if not trainable_patch_size(patch_size):
             raise ConfigError("config", f"no architecture for {patch_size} px patches: the GAN needs 4 * 2**n "
                                         f"pixels, at least {MIN_PATCH_SIZE} (defaults exist for "
                                         f"{', '.join(map(str, defaults))})")

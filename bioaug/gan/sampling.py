@@ -20,27 +20,58 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-@torch.no_grad()
-def generate(generator: nn.Module, labels: Sequence[int] | np.ndarray, *, seed: int,
-             batch_size: int = 256) -> np.ndarray:
-    """Patches of the given classes as (N, H, W, 3) uint8, one per label.
+GENERATOR_CHUNK = 32
+"""Rows in every forward pass of a generator that is sampled. CPU kernels choose their code path, and so their
+rounding, by batch shape (and a row's place in it); one fixed shape with each patch at a fixed row makes a patch
+independent of how many patches are asked for at once, to the last grey level."""
 
-    Latents come from a CPU generator seeded with ``seed``, drawn for all labels at once, and the generator
-    is used in eval mode, so patch ``i`` depends only on ``seed``, ``i`` and its label: not on the batch size
-    or the device's random stream.
+
+@torch.no_grad()
+def run_in_chunks(generator: nn.Module, latents: torch.Tensor, labels: torch.Tensor, *, first: int = 0,
+                  conditions: torch.Tensor | None = None) -> np.ndarray:
+    """``generator(latents, labels)`` as (N, H, W, 3) uint8, run on chunks of exactly ``GENERATOR_CHUNK`` rows.
+
+    Row ``j`` is patch number ``first + j`` and always sits at row ``(first + j) % GENERATOR_CHUNK`` of its
+    chunk; the rows around it are zero padding where the call has none. ``conditions`` (N, z_dim), when given,
+    replace the class embeddings of ``labels`` (mixtures of classes). Runs in eval mode.
     """
+    count = len(latents)
+    if not count:
+        return np.zeros((0, generator.patch_size, generator.patch_size, 3), np.uint8)
     device = next(generator.parameters()).device
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    latents = torch.randn(len(labels), generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    front = first % GENERATOR_CHUNK
+    total = -(-(front + count) // GENERATOR_CHUNK) * GENERATOR_CHUNK
+    inputs = [latents.float(), labels.long(), *([] if conditions is None else [conditions.float()])]
+    padded = [torch.cat([x.new_zeros((front, *x.shape[1:])), x, x.new_zeros((total - front - count, *x.shape[1:]))])
+              for x in inputs]
     was_training = generator.training
     generator.eval()
+    chunks = []
     try:
-        chunks = [to_uint8(generator(latents[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)))
-                  for i in range(0, len(labels), batch_size)]
+        for start in range(0, total, GENERATOR_CHUNK):
+            z, y, *mixed = (x[start:start + GENERATOR_CHUNK].to(device) for x in padded)
+            hook = (generator.embed.register_forward_hook(lambda _m, _i, _o, condition=mixed[0]: condition)
+                    if mixed else None)
+            try:
+                chunks.append(to_uint8(generator(z, y)))
+            finally:
+                if hook is not None:
+                    hook.remove()
     finally:
         generator.train(was_training)
-    return np.concatenate(chunks) if chunks else np.zeros((0, generator.patch_size, generator.patch_size, 3),
-                                                          np.uint8)
+    return np.concatenate(chunks)[front:front + count]
+
+
+def generate(generator: nn.Module, labels: Sequence[int] | np.ndarray, *, seed: int) -> np.ndarray:
+    """Patches of the given classes as (N, H, W, 3) uint8, one per label.
+
+    Latents come from a CPU generator seeded with ``seed``, drawn for all labels at once, and the network runs
+    in eval mode on fixed chunks (:func:`run_in_chunks`), so patch ``i`` of a call depends only on ``seed``, the
+    labels and ``i``: not on how the network batches them or on the device's random stream.
+    """
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    latents = torch.randn(len(labels), generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    return run_in_chunks(generator, latents, labels)
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

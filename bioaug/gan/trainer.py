@@ -30,6 +30,7 @@ import math
 import random
 import time
 import warnings
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import config_to_dict
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
+from ..locks import writer_lock
 from ..progress import progress_bar, write
 from ..provenance import run_record, write_json_atomic
-from ..store import PatchStore
+from ..store import HEADER_NAME, PatchStore
 from .augment import AugmentController, augment
 from .checkpoint import capture_rng, check_resumable, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
@@ -90,10 +92,13 @@ def train(store: PatchStore | str | Path, out: str | Path, config: TrainConfig |
     sampler = ClassBalancedSampler(store.labels, store.class_names, config.seed, source=store.path,
                                    unlabelled_fraction=fraction)
     out = Path(out)
-    with distributed(config.device) as context:
+    if (out / HEADER_NAME).is_file():
+        raise OutputError(out, "is a patch store; a training run needs a directory of its own")
+    with distributed(config.device) as context, ExitStack() as stack:
         if config.batch_size % context.world_size:
             raise ConfigError("config", f"batch_size {config.batch_size} does not split over "
                                         f"{context.world_size} ranks")
+        context.from_main(lambda: stack.enter_context(writer_lock(out)))  # rank 0 writes, and holds the lock
         context.from_main(lambda: store.verify(progress=progress))  # the store hash a run records must be true
         state = context.from_main(lambda: _open_run(out, store, config, new))
         Trainer(store, out, config, sampler, context, progress=progress).run(state)

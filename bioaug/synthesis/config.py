@@ -27,7 +27,8 @@ class AugmentConfig:
     truncation: float | None = option(None, "truncation psi in (0, 1]: latents are scaled by psi towards their "
                                             "mean, trading diversity for fidelity (None: no truncation)")
     seed: int = option(0, "seed of the latents; sample i of a store depends only on seed, i and its class")
-    batch_size: int = option(256, "patches generated (and scored) per forward pass")
+    batch_size: int = option(256, "patches generated and scored per step (the generator itself runs on fixed "
+                                  "chunks, so a patch does not depend on it)")
     device: str = option("auto", "where to generate: CUDA when present with auto", choices=DEVICES)
     select: bool = option(False, "keep only samples a classifier trained on the real patches assigns to their "
                                  "class confidently and whose features lie within that class's real features")

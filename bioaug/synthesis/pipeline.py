@@ -22,6 +22,7 @@ complete only at the end, so a killed run never leaves a store that readers acce
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from ..config import config_to_dict
-from ..errors import CheckpointError, StoreError
+from ..errors import CheckpointError, ConfigError, StoreError
+from ..locks import has_entries, writer_lock
 from ..progress import progress_bar
 from ..provenance import run_record, sha256_json, write_json_atomic
 from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter
@@ -94,6 +96,32 @@ def plan_counts(config: AugmentConfig, class_names: list[str], real_counts: np.n
     return {class_names[c]: max(0, target - int(real_counts[c])) for c in chosen}
 
 
+#: Memory per synthetic patch while it is indexed: its manifest row as read back when the store is sealed and
+#: opened (about 750 bytes measured for a plain augment row), its planned label and selection record.
+BYTES_PER_PATCH_INDEXED = 1024
+
+
+def check_size(out: Path, total: int, patch_size: int, flag: str) -> None:
+    """Raise ``ConfigError`` before anything is generated when ``total`` patches would not fit this machine's
+    memory (their index: the images themselves stream to disk) or the free disk space at ``out``.
+
+    ``--per-class 1000000000`` otherwise grew to 22 GB and was killed by the kernel without a word.
+    """
+    from ..tile.planning import physical_memory
+
+    memory, images = total * BYTES_PER_PATCH_INDEXED, total * patch_size * patch_size * 3
+    place = next(p for p in (out, *out.parents) if p.exists())
+    free = shutil.disk_usage(place).free
+    if memory > physical_memory() or images > free:
+        raise ConfigError(flag, f"{total:,} patches need about {_size(memory)} of memory (this machine has "
+                                f"{_size(physical_memory())}) and {_size(images)} of disk ({_size(free)} free in "
+                                f"{place}); ask for fewer")
+
+
+def _size(size: float) -> str:
+    return f"{size / 2**30:,.1f} GiB" if size >= 2**30 else f"{size / 2**20:,.1f} MiB"
+
+
 def _check_out(out: Path, key: str) -> None:
     """Refuse an output that is something else, or a store of another augmentation (no resume across args)."""
     if (out / HEADER_NAME).is_file():
@@ -101,7 +129,7 @@ def _check_out(out: Path, key: str) -> None:
         if provenance.get("augment_key") != key:
             raise StoreError(out, "holds a store from another augmentation (other checkpoint or options); "
                                   "choose another output or delete it")
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif out.exists() and (not out.is_dir() or has_entries(out)):
         raise StoreError(out, "exists, is not empty and is not a patch store")
 
 
@@ -140,6 +168,8 @@ def augment(run: str | Path, out: str | Path, config: AugmentConfig | None = Non
     real_store = open_real_store(real, record, synth)
     real_counts = np.bincount(real_store.labels[real_store.labels >= 0], minlength=len(synth.class_names))
     counts = plan_counts(config, synth.class_names, real_counts)
+    check_size(out, sum(counts.values()), synth.patch_size, "--per-class" if config.per_class is not None
+               else "--balance-to")
     labels = np.repeat([synth.class_names.index(name) for name in counts], list(counts.values()))
     selection_key = ({"min_confidence": config.min_confidence, "feature_quantile": config.feature_quantile,
                       "classifier": config.classifier, "classifier_steps": config.classifier_steps,
@@ -147,70 +177,71 @@ def augment(run: str | Path, out: str | Path, config: AugmentConfig | None = Non
                      if config.select else None)
     key = sha256_json({"checkpoint": synth.checkpoint_sha256, "counts": counts, "seed": config.seed,
                        "truncation": config.truncation, "selection": selection_key})
-    _check_out(out, key)
+    with writer_lock(out):  # before the output is checked, so what is checked stays true
+        _check_out(out, key)
 
-    classifier: dict[str, Any] = {"network": "injected scorer"} if scorer is not None else {}
-    if scorer is None and (config.select or config.audit):
-        scorer, classifier = train_scorer(real_store, config, synth.device, cache=run_dir / SCORER_CACHE)
-        classifier["seconds"] = round(time.perf_counter() - started, 2)
-    reference, real_features = fit_reference(real_store, scorer, config) if scorer is not None else (None, None)
+        classifier: dict[str, Any] = {"network": "injected scorer"} if scorer is not None else {}
+        if scorer is None and (config.select or config.audit):
+            scorer, classifier = train_scorer(real_store, config, synth.device, cache=run_dir / SCORER_CACHE)
+            classifier["seconds"] = round(time.perf_counter() - started, 2)
+        reference, real_features = fit_reference(real_store, scorer, config) if scorer is not None else (None, None)
 
-    header = StoreHeader(
-        patch_size=synth.patch_size, mpp=real_store.mpp, class_names=synth.class_names, kind="synthetic",
-        provenance={"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": synth.checkpoint_sha256,
-                    "generator_step": synth.meta["step"], "run": str(run_dir.resolve()),
-                    "training_store": record.get("inputs", {}).get("store"),
-                    "training_store_sha256": synth.meta["store_sha256"],
-                    "training_slides": record.get("training_slides", []), "seed": config.seed,
-                    "truncation": config.truncation, "augment_key": key})
-    writer = StoreWriter(out, header)
-    generation_started = time.perf_counter()
-    shard_key_extra = classifier.get("sha256", "")  # a retrained classifier that differs redoes its shards
-    slide = f"synthetic:{synth.checkpoint_sha256[:12]}"
-    verdicts: list[dict[str, Any]] = []
-    with progress_bar(total=len(labels), desc="augment", unit="patch", disable=not progress) as bar:
-        for number, start in enumerate(range(0, len(labels), SHARD_SIZE)):
-            name = f"synthetic.{number:05d}"
-            input_key = sha256_json({"augment_key": key, "shard": number, "classifier": shard_key_extra})
-            if not writer.is_complete(name, input_key):
-                _write_shard(writer, name, input_key, synth, config, labels, start, reference, scorer, slide)
-            meta = json.loads((out / SHARDS_DIR / name / "shard.json").read_text())
-            if "selection" in meta:
-                verdicts.append(meta["selection"])
-            bar.update(min(SHARD_SIZE, len(labels) - start))
-    store = writer.finalize()
-    generation_seconds = time.perf_counter() - generation_started
+        header = StoreHeader(
+            patch_size=synth.patch_size, mpp=real_store.mpp, class_names=synth.class_names, kind="synthetic",
+            provenance={"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": synth.checkpoint_sha256,
+                        "generator_step": synth.meta["step"], "run": str(run_dir.resolve()),
+                        "training_store": record.get("inputs", {}).get("store"),
+                        "training_store_sha256": synth.meta["store_sha256"],
+                        "training_slides": record.get("training_slides", []), "seed": config.seed,
+                        "truncation": config.truncation, "augment_key": key})
+        writer = StoreWriter(out, header)
+        generation_started = time.perf_counter()
+        shard_key_extra = classifier.get("sha256", "")  # a retrained classifier that differs redoes its shards
+        slide = f"synthetic:{synth.checkpoint_sha256[:12]}"
+        verdicts: list[dict[str, Any]] = []
+        with progress_bar(total=len(labels), desc="augment", unit="patch", disable=not progress) as bar:
+            for number, start in enumerate(range(0, len(labels), SHARD_SIZE)):
+                name = f"synthetic.{number:05d}"
+                input_key = sha256_json({"augment_key": key, "shard": number, "classifier": shard_key_extra})
+                if not writer.is_complete(name, input_key):
+                    _write_shard(writer, name, input_key, synth, config, labels, start, reference, scorer, slide)
+                meta = json.loads((out / SHARDS_DIR / name / "shard.json").read_text())
+                if "selection" in meta:
+                    verdicts.append(meta["selection"])
+                bar.update(min(SHARD_SIZE, len(labels) - start))
+        store = writer.finalize()
+        generation_seconds = time.perf_counter() - generation_started
 
-    report = run_record(config_to_dict(config), inputs={
-        "run": str(run_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
-        "checkpoint_sha256": synth.checkpoint_sha256, "real_store": str(real_store.path.resolve()),
-        "real_store_sha256": real_store.content_hash})
-    report.update({"class_names": synth.class_names, "store_sha256": store.content_hash,
-                   "device": str(synth.device), "generation_seconds": round(generation_seconds, 2),
-                   "samples_per_second": round(len(labels) / max(generation_seconds, 1e-9), 1),
-                   "classes": _class_report(synth.class_names, counts, real_counts, labels, verdicts)})
-    if config.select:
-        rows = [row for verdict in verdicts for row in verdict["rows"]]
-        write_csv_atomic(out / "selection.csv", SELECTION_COLUMNS, rows)
-        report["selection"] = {"classifier": classifier, "min_confidence": config.min_confidence,
-                               "feature_quantile": config.feature_quantile,
-                               "thresholds": dict(zip(synth.class_names, [None if np.isnan(t) else float(t)
-                                                                          for t in reference.thresholds]))}
-    if config.audit:
-        from .audit import audit_store
+        report = run_record(config_to_dict(config), inputs={
+            "run": str(run_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
+            "checkpoint_sha256": synth.checkpoint_sha256, "real_store": str(real_store.path.resolve()),
+            "real_store_sha256": real_store.content_hash})
+        report.update({"class_names": synth.class_names, "store_sha256": store.content_hash,
+                       "device": str(synth.device), "generation_seconds": round(generation_seconds, 2),
+                       "samples_per_second": round(len(labels) / max(generation_seconds, 1e-9), 1),
+                       "classes": _class_report(synth.class_names, counts, real_counts, labels, verdicts)})
+        if config.select:
+            rows = [row for verdict in verdicts for row in verdict["rows"]]
+            write_csv_atomic(out / "selection.csv", SELECTION_COLUMNS, rows)
+            report["selection"] = {"classifier": classifier, "min_confidence": config.min_confidence,
+                                   "feature_quantile": config.feature_quantile,
+                                   "thresholds": dict(zip(synth.class_names, [None if np.isnan(t) else float(t)
+                                                                              for t in reference.thresholds]))}
+        if config.audit:
+            from .audit import audit_store
 
-        featurize = (lambda images: scorer(images)[1]) if scorer is not None else None
-        report["audit"] = audit_store(store, real_store, out, copy_ratio=config.copy_ratio, device=synth.device,
-                                      batch_size=config.batch_size, featurize=featurize,
-                                      real_features=real_features, progress=progress)
-    if config.sheets:
-        from .latent import write_latent_sheets
+            featurize = (lambda images: scorer(images)[1]) if scorer is not None else None
+            report["audit"] = audit_store(store, real_store, out, copy_ratio=config.copy_ratio, device=synth.device,
+                                          batch_size=config.batch_size, featurize=featurize,
+                                          real_features=real_features, progress=progress)
+        if config.sheets:
+            from .latent import write_latent_sheets
 
-        chosen = [synth.class_names.index(name) for name in counts]
-        report["sheets"] = write_latent_sheets(synth, chosen, out / "sheets", seed=config.seed)
-    report["seconds"] = round(time.perf_counter() - started, 2)
-    write_json_atomic(out / REPORT_NAME, report)
-    return store
+            chosen = [synth.class_names.index(name) for name in counts]
+            report["sheets"] = write_latent_sheets(synth, chosen, out / "sheets", seed=config.seed)
+        report["seconds"] = round(time.perf_counter() - started, 2)
+        write_json_atomic(out / REPORT_NAME, report)
+        return store
 
 
 def _write_shard(writer: StoreWriter, name: str, input_key: str, synth: Synthesizer, config: AugmentConfig,
@@ -220,8 +251,7 @@ def _write_shard(writer: StoreWriter, name: str, input_key: str, synth: Synthesi
     kept_images, rows, verdicts = [], [], []
     for begin in range(0, len(indices), config.batch_size):
         batch = indices[begin:begin + config.batch_size]
-        images = synth.sample(labels[batch], config.seed, config.truncation, start=int(batch[0]),
-                              batch_size=config.batch_size)
+        images = synth.sample(labels[batch], config.seed, config.truncation, start=int(batch[0]))
         extra: list[dict[str, Any]] = [{} for _ in batch]
         keep = np.ones(len(batch), bool)
         if config.select:

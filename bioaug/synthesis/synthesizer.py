@@ -3,8 +3,8 @@
 Latent ``i`` for a seed comes from block ``i // LATENT_BLOCK`` of a numpy generator seeded with
 ``(seed, block)``. Any range of indices can therefore be drawn without drawing the ones before it, which lets
 ``augment`` stream millions of samples in bounded memory and resume at any shard, and sample ``i`` is the same
-whatever the batch size, shard size or device (up to float rounding, at most one grey level, when the
-batch composition differs). (``bioaug.gan.generate``, used for training grids, draws all
+whatever the batch size or shard size: the generator always runs on the same fixed chunks of latent
+indices (``bioaug.gan.sampling.run_in_chunks``). (``bioaug.gan.generate``, used for training grids, draws all
 latents of a call at once instead; the two streams differ.)
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..gan.sampling import load_generator, to_uint8
+from ..gan.sampling import load_generator, run_in_chunks
 from ..provenance import sha256_file
 
 LATENT_BLOCK = 1024
@@ -88,40 +88,31 @@ class Synthesizer:
         table = self.generator.embed.weight
         return torch.as_tensor(np.asarray(weights, np.float32), device=self.device) @ table
 
-    @torch.no_grad()
-    def decode_mixed(self, z: np.ndarray, class_weights: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    def decode_mixed(self, z: np.ndarray, class_weights: np.ndarray) -> np.ndarray:
         """Patches for latents ``z`` conditioned on mixtures of class embeddings ``class_weights`` (N, K).
 
         The generator is run as usual with its embedding layer's output replaced by the mixture, so no
         network code is duplicated here; one-hot weights reproduce :meth:`decode` exactly.
         """
-        z = np.asarray(z, np.float32)
-        chunks = []
-        for start in range(0, len(z), batch_size):
-            condition = self._class_conditions(class_weights[start:start + batch_size])
-            hook = self.generator.embed.register_forward_hook(lambda _m, _i, _o, mixed=condition: mixed)
-            try:
-                images = self.generator(torch.from_numpy(z[start:start + batch_size]).to(self.device),
-                                        torch.zeros(len(condition), dtype=torch.long, device=self.device))
-            finally:
-                hook.remove()
-            chunks.append(to_uint8(images))
-        return self._stack(chunks)
+        z = torch.from_numpy(np.asarray(z, np.float32))
+        with torch.no_grad():
+            conditions = self._class_conditions(class_weights).cpu()
+        return run_in_chunks(self.generator, z, torch.zeros(len(z), dtype=torch.long), conditions=conditions)
 
-    @torch.no_grad()
-    def decode(self, z: np.ndarray, labels: Sequence[int] | np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-        """Patches (N, H, W, 3) uint8 for latents ``z`` (N, z_dim) and class indices ``labels``."""
-        z = np.asarray(z, np.float32)
+    def decode(self, z: np.ndarray, labels: Sequence[int] | np.ndarray, *, first: int = 0) -> np.ndarray:
+        """Patches (N, H, W, 3) uint8 for latents ``z`` (N, z_dim) and class indices ``labels``.
+
+        ``first`` is the latent index of row 0; it places each patch in the generator's fixed chunks
+        (:func:`~bioaug.gan.sampling.run_in_chunks`), so a patch is the same however its indices are split.
+        """
         labels = np.asarray(labels, dtype=np.int64)
         if len(labels) and (labels.min() < 0 or labels.max() >= len(self.class_names)):
             raise CheckpointError(self.checkpoint, f"class index out of range for {len(self.class_names)} classes")
-        chunks = [to_uint8(self.generator(torch.from_numpy(z[i:i + batch_size]).to(self.device),
-                                          torch.from_numpy(labels[i:i + batch_size]).to(self.device)))
-                  for i in range(0, len(labels), batch_size)]
-        return self._stack(chunks)
+        return run_in_chunks(self.generator, torch.from_numpy(np.asarray(z, np.float32)), torch.from_numpy(labels),
+                             first=first)
 
     def sample(self, labels: Sequence[int] | np.ndarray, seed: int, truncation: float | None = None, *,
-               start: int = 0, batch_size: int = 256) -> np.ndarray:
+               start: int = 0) -> np.ndarray:
         """One patch per label, using latent indices ``start, start + 1, ...`` of ``seed``.
 
         ``truncation`` psi scales latents towards their mean (zero): the truncation trick of a generator
@@ -130,9 +121,4 @@ class Synthesizer:
         z = self.latents(np.arange(start, start + len(labels)), seed)
         if truncation is not None:
             z = z * np.float32(truncation)
-        return self.decode(z, labels, batch_size=batch_size)
-
-    def _stack(self, chunks: list[np.ndarray]) -> np.ndarray:
-        if chunks:
-            return np.concatenate(chunks)
-        return np.zeros((0, self.patch_size, self.patch_size, 3), np.uint8)
+        return self.decode(z, labels, first=start)

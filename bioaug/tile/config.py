@@ -15,7 +15,7 @@ MAX_PATCH_SIZE = 1024
 #: Regions are read, resampled and searched for nuclei whole; the detector needs tens of bytes per pixel.
 MAX_REGION_SIZE = 8192
 #: Options that say how a run is executed, not what it produces: they may differ between runs into one store.
-RUN_ONLY_FIELDS = ("workers", "scheduler", "cache_mb", "qc", "labels")
+RUN_ONLY_FIELDS = ("workers", "scheduler", "cache_mb", "qc", "labels", "replace_slides")
 
 
 @dataclass
@@ -44,6 +44,8 @@ class TileConfig:
     cache_mb: int = option(256, "OpenSlide tile cache per worker, in MiB")
     seed: int = option(0, "seed for clustering")
     qc: bool = option(True, "write a QC picture per slide")
+    replace_slides: bool = option(False, "let a slide replace the patches of a different slide of the same file "
+                                         "name already in the store (a re-scan); without it that is refused")
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first option out of range."""

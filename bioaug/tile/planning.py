@@ -110,18 +110,57 @@ class SlidePlan:
 
 
 def preflight(slides: Sequence[str | Path], out: Path, config: TileConfig, source: LabelSource,
-              masker: TissueMasker = tissue_mask, memory_per_worker: float | None = None
-              ) -> tuple[list[SlidePlan], list[str]]:
-    """Open every slide, ask the label source about it and plan its chunks; returns plans and class names."""
+              masker: TissueMasker = tissue_mask, memory_per_worker: float | None = None,
+              stored_slides: Sequence[str] = ()) -> tuple[list[SlidePlan], list[str]]:
+    """Open every slide, ask the label source about it and plan its chunks; returns plans and class names.
+
+    ``stored_slides`` are the names of the slides already in the store ``out``, which no new slide may share
+    shard names with."""
     paths = expand_slide_paths(list(slides))
+    check_shard_names(paths, stored_slides, out)
     source.check_slides(paths)
-    plans, given = [], []
+    plans, given, upsampled = [], [], []
     for path in paths:
         with Slide(path, mpp=config.slide_mpp) as slide:
             labels = source.for_slide(slide)
             given.append(labels)
+            read = slide.plan_for(config.mpp)
+            if read.scale > 1:
+                upsampled.append((slide.path, read))
             plans.append(plan_slide(slide, out, config, labels, masker, memory_per_worker))
-    return plans, source.class_names(given)
+    _warn_upsampled(upsampled, config.mpp)
+    source.report()
+    class_names = source.class_names(given)
+    _warn_case_twins(class_names, config.labels)
+    return plans, class_names
+
+
+#: Slides named in the one warning line about upsampled slides (CRCHistoPhenotypes has 100).
+NAMED_IN_A_WARNING = 3
+
+
+def _warn_upsampled(upsampled: list[tuple[Path, ReadPlan]], mpp: float) -> None:
+    """One warning line for every slide coarser than ``mpp``: the slide and its factor, or the count and the
+    first few."""
+    if len(upsampled) == 1:
+        path, read = upsampled[0]
+        log.warning("%s: its finest level is %.3g µm/px, coarser than --mpp %g: patches are upsampled %.2fx",
+                    path, read.level_mpp, mpp, read.scale)
+    elif upsampled:
+        named = ", ".join(f"{path.name} ({read.scale:.2f}x)" for path, read in upsampled[:NAMED_IN_A_WARNING])
+        log.warning("%d slides are coarser than --mpp %g, so their patches are upsampled: %s%s", len(upsampled),
+                    mpp, named, " ..." if len(upsampled) > NAMED_IN_A_WARNING else "")
+
+
+def _warn_case_twins(class_names: Sequence[str], label_files: Sequence[str]) -> None:
+    """Warn about class names that differ only by case (``Lymphocyte``, ``lymphocyte``): they stay two
+    classes, which is rarely what the annotator meant."""
+    groups: dict[str, list[str]] = {}
+    for name in class_names:
+        groups.setdefault(name.casefold(), []).append(name)
+    for group in (g for g in groups.values() if len(g) > 1):
+        log.warning("%s: class names %s differ only by case and stay separate classes; write them alike if "
+                    "they are one", ", ".join(label_files) or "labels", " and ".join(map(repr, group)))
 
 
 def plan_slide(slide: Slide, out: Path, config: TileConfig, labels: SlideLabels,
@@ -135,9 +174,6 @@ def plan_slide(slide: Slide, out: Path, config: TileConfig, labels: SlideLabels,
     margin = int(math.ceil(TISSUE_MARGIN_UM / slide.mpp * thumb_scale))
     widened = ndi.binary_dilation(tissue, iterations=margin) if margin and tissue.any() else tissue
     plan = slide.plan_for(config.mpp)
-    if plan.scale > 1:
-        log.warning("%s: its finest level is %.3g µm/px, coarser than --mpp %g: patches are upsampled %.2fx",
-                    slide.path, plan.level_mpp, config.mpp, plan.scale)
     level_width, level_height = slide.level_dimensions[plan.level]
     _check_patch_fits(slide, config, plan, (level_width, level_height))
     core = _region_edge(slide, config, plan, (level_width, level_height))
@@ -209,6 +245,22 @@ def slide_stain_reference(slide: Slide, plan: ReadPlan, regions: Sequence[Region
 def shard_stem(slide_name: str) -> str:
     """The prefix of a slide's shard names: its file name with characters unsafe in paths replaced."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", slide_name)
+
+
+def check_shard_names(paths: Sequence[Path], stored_slides: Sequence[str], out: Path) -> None:
+    """Raise ``SlideError`` for a slide whose shard names would be another slide's, in this run or in the store.
+
+    Names that differ only in characters unsafe in paths (``case 1.tiff`` and ``case_1.tiff``, or two CJK names
+    of one length) give the same shard names, and the second slide's shards would silently replace the first's.
+    """
+    owners: dict[str, str] = {shard_stem(name): f"slide {name!r} already in {out}" for name in stored_slides}
+    names = {shard_stem(name): name for name in stored_slides}
+    for path in paths:
+        stem = shard_stem(path.name)
+        if stem in owners and names[stem] != path.name:
+            raise SlideError(path, f"its name and that of {owners[stem]} give the same shard names ({stem}.*) "
+                                   f"once characters unsafe in paths are replaced; rename one of them")
+        owners[stem], names[stem] = str(path), path.name
 
 
 def _checked_mask(mask: Any, thumbnail: np.ndarray, path: Path) -> np.ndarray:

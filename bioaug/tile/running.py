@@ -23,15 +23,17 @@ from typing import Any, Sequence
 
 from ..config import config_to_dict
 from ..errors import ConfigError, SlideError, StoreError
+from ..gan.config import MIN_PATCH_SIZE, trainable_patch_size
+from ..locks import writer_lock
 from ..provenance import run_record
-from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter
+from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter, read_header
 from ..tissue import TissueMasker, tissue_mask
 from . import chunks
 from .config import RUN_ONLY_FIELDS, TileConfig
 from .planning import ChunkJob, SlidePlan, preflight, remove_unplanned_shards
 from .qc import check_density, qc_record, report_border, slide_counts, write_qc_picture
 from .qupath import export_geojson
-from .sources import make_label_source
+from .sources import LABEL_INPUT_PREFIX, make_label_source
 
 log = logging.getLogger("bioaug")
 
@@ -61,47 +63,53 @@ def tile(slides: Sequence[str | Path], out: str | Path, config: TileConfig | Non
     """
     config = config or TileConfig()
     config.validate()
+    if not trainable_patch_size(config.patch_size):
+        log.warning("--patch-size %d: bioaug train needs 4 * 2**n px patches, at least %d (16, 32, 64, ...): this "
+                    "store can train a classifier but not the GAN", config.patch_size, MIN_PATCH_SIZE)
     if sum(x is not None for x in (executor, client, config.scheduler)) > 1:
         raise ConfigError("--scheduler", "give one of executor, client or scheduler")
     out = Path(out)
-    with ExitStack() as stack:
-        if config.scheduler is not None:
-            client = stack.enter_context(connect(config.scheduler))
-        memory = dask_worker_memory(client) if client is not None else None
-        source = make_label_source(config)
-        plans, class_names = preflight(slides, out, config, source, tissue_masker, memory)
-        if not any(job.regions for plan in plans for job in plan.jobs):
-            names = ", ".join(plan.name for plan in plans[:3]) + (" ..." if len(plans) > 3 else "")
-            raise SlideError(plans[0].path if len(plans) == 1 else names,
-                             f"{source.nothing_to_tile} the slide(s); nothing to tile")
-        for plan in plans:  # after the check above, so a run with nothing at all to tile says it once
-            if not plan.jobs and not plan.tissue.any():
-                log.warning("%s: no tissue found; it gives no patches", plan.path)
-        header = _header(out, config, plans, class_names, source.inputs())
-        if client is not None:
-            probe_workers(client, out)
-            executor = client.get_executor(pure=False)
-        writer = StoreWriter(out, header)
-        remove_unplanned_shards(out, plans)
-        jobs = [job for plan in plans for job in plan.jobs]
-        todo = [job for job in jobs if not writer.is_complete(job.shard, job.input_key)]
-        if len(jobs) > len(todo):
-            log.info("%s: resuming, %d of %d chunks already done", out, len(jobs) - len(todo), len(jobs))
-        run_jobs(todo, config.workers, executor, progress, total_slides=len(plans))
-    source.finish(writer)
-    counts = slide_counts(out, plans)
-    writer.header.provenance["qc"] = qc_record(counts, check_density(counts, config.mpp),
-                                               report_border(counts, config.max_padded) if config.border == "skip"
-                                               else {})
-    store = writer.finalize()
-    for plan in plans:
-        export_geojson(store, plan.name)
-        if config.qc:
-            write_qc_picture(out / "qc" / f"{plan.name}.png", plan, store)
-    for name, count in store.header.counts.items():
-        if count == 0:
-            log.warning("%s: class %r has no patches", out, name)
-    return store
+    with writer_lock(out):  # before the store is read, so what is read stays true
+        with ExitStack() as stack:
+            if config.scheduler is not None:
+                client = stack.enter_context(connect(config.scheduler))
+            memory = dask_worker_memory(client) if client is not None else None
+            source = make_label_source(config)
+            old = read_header(out) if (out / HEADER_NAME).is_file() else None
+            plans, class_names = preflight(slides, out, config, source, tissue_masker, memory,
+                                           stored_slides=[] if old is None else list(_stored_slides(old)))
+            if not any(job.regions for plan in plans for job in plan.jobs):
+                names = ", ".join(plan.name for plan in plans[:3]) + (" ..." if len(plans) > 3 else "")
+                raise SlideError(plans[0].path if len(plans) == 1 else names,
+                                 f"{source.nothing_to_tile} the slide(s); nothing to tile")
+            for plan in plans:  # after the check above, so a run with nothing at all to tile says it once
+                if not plan.jobs and not plan.tissue.any():
+                    log.warning("%s: no tissue found; it gives no patches", plan.path)
+            header = _header(out, old, config, plans, class_names, source.inputs())
+            if client is not None:
+                probe_workers(client, out)
+                executor = client.get_executor(pure=False)
+            writer = StoreWriter(out, header)
+            remove_unplanned_shards(out, plans)
+            jobs = [job for plan in plans for job in plan.jobs]
+            todo = [job for job in jobs if not writer.is_complete(job.shard, job.input_key)]
+            if len(jobs) > len(todo):
+                log.info("%s: resuming, %d of %d chunks already done", out, len(jobs) - len(todo), len(jobs))
+            run_jobs(todo, config.workers, executor, progress, total_slides=len(plans))
+        source.finish(writer)
+        counts = slide_counts(out, plans)
+        writer.header.provenance["qc"] = qc_record(counts, check_density(counts, config.mpp),
+                                                   report_border(counts, config.max_padded) if config.border == "skip"
+                                                   else {})
+        store = writer.finalize()
+        for plan in plans:
+            export_geojson(store, plan.name)
+            if config.qc:
+                write_qc_picture(out / "qc" / f"{plan.name}.png", plan, store)
+        for name, count in store.header.counts.items():
+            if count == 0:
+                log.warning("%s: class %r has no patches", out, name)
+        return store
 
 
 def _feature_names() -> list[str]:
@@ -110,17 +118,25 @@ def _feature_names() -> list[str]:
     return list(FEATURE_NAMES)
 
 
-def _header(out: Path, config: TileConfig, plans: list[SlidePlan], class_names: list[str],
+def _stored_slides(header: StoreHeader) -> dict[str, str]:
+    """Name -> SHA-256 of the slides a store was tiled from (its provenance inputs less the label files)."""
+    return {name: digest for name, digest in header.provenance.get("inputs", {}).items()
+            if not name.startswith(LABEL_INPUT_PREFIX)}
+
+
+def _header(out: Path, old: StoreHeader | None, config: TileConfig, plans: list[SlidePlan], class_names: list[str],
             label_inputs: dict[str, str]) -> StoreHeader:
-    """This run's store header; tiling into an existing store adds slides to it and keeps its slides' hashes.
+    """This run's store header; tiling into an existing store (``old``) adds slides to it and keeps its slides'
+    hashes and paths.
 
     An existing store tiled with other result-shaping options is refused, so one store never mixes patches
-    cut two ways.
+    cut two ways; so is a different slide (another SHA-256) of a name the store has, unless
+    ``config.replace_slides`` says it replaces the old one.
     """
     inputs = {plan.name: plan.sha256 for plan in plans} | label_inputs
+    paths = {plan.name: str(plan.path.resolve()) for plan in plans}
     options = config_to_dict(config)
-    if (out / HEADER_NAME).is_file():
-        old = PatchStore(out, require_complete=False).header
+    if old is not None:
         old_options = old.provenance.get("config", {})
         differ = [key for key in options if key not in RUN_ONLY_FIELDS and key in old_options
                   and old_options[key] != options[key]]
@@ -128,12 +144,24 @@ def _header(out: Path, config: TileConfig, plans: list[SlidePlan], class_names: 
             key = differ[0]
             raise StoreError(out, f"existing store was tiled with --{key.replace('_', '-')} {old_options[key]!r}, "
                                   f"this run asks {options[key]!r}; choose another output")
-        added = sorted(plan.name for plan in plans if plan.name not in old.provenance.get("inputs", {}))
-        if added and old.provenance.get("inputs"):
+        stored, old_paths = _stored_slides(old), old.provenance.get("slide_paths", {})
+        for plan in plans:
+            if plan.name in stored and stored[plan.name] != plan.sha256:
+                was = old_paths.get(plan.name, "path not recorded")
+                if not config.replace_slides:
+                    raise SlideError(plan.path, f"a different slide of this name ({was}) is already in {out} "
+                                                f"(another SHA-256: a re-scan, or another site's slide); rename "
+                                                f"this one, choose another --out, or pass --replace-slides true "
+                                                f"to replace the old one's patches")
+                log.warning("%s: replaces the patches of the slide of this name in %s (%s)", plan.path, out, was)
+        added = sorted(plan.name for plan in plans if plan.name not in stored)
+        if added and stored:
             log.info("%s: adding %d slide(s) to the existing store (e.g. %s)", out, len(added), added[0])
         inputs = {**old.provenance.get("inputs", {}), **inputs}
+        paths = {**old.provenance.get("slide_paths", {}), **paths}
+    provenance = run_record(options, inputs) | {"slide_paths": paths}
     return StoreHeader(patch_size=config.patch_size, mpp=config.mpp, class_names=class_names,
-                       feature_names=_feature_names(), kind="real", provenance=run_record(options, inputs))
+                       feature_names=_feature_names(), kind="real", provenance=provenance)
 
 
 def run_jobs(jobs: list[ChunkJob], workers: int, executor: Executor | None, progress: bool,
@@ -235,19 +263,19 @@ def _probe(store: str) -> str:
 def probe_workers(client: Any, store: Path) -> None:
     """Check that every Dask worker imports bioaug and can write into the store; one-line error otherwise.
 
-    The store's shard directory is created for the probe; a store directory the probe created is removed
-    again afterwards (the store writer then creates it), so a failed probe leaves nothing behind.
+    The store's shard directory is created for the probe and, if it was new, removed again afterwards (the
+    store writer then creates it), so a failed probe leaves nothing behind.
     """
     workers = sorted(client.scheduler_info().get("workers", {}))
     if not workers:
         raise ConfigError("--scheduler", "the Dask cluster has no workers")
-    created = not store.exists()
+    created = not (store / SHARDS_DIR).exists()
     (store / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
     try:
         _check_probes(store, workers, client.run(_probe, str(store.resolve()), on_error="return"))
     finally:
         if created:
-            shutil.rmtree(store, ignore_errors=True)
+            shutil.rmtree(store / SHARDS_DIR, ignore_errors=True)
 
 
 def _check_probes(store: Path, workers: list[str], results: dict[str, Any]) -> None:

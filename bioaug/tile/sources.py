@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 import numpy as np
 
 from ..errors import LabelError, StoreError
-from ..labels import Points, cluster_features, cluster_names, lookup, read_points, read_slide_labels
+from ..labels import (Points, cluster_features, cluster_names, lookup, read_points, read_slide_labels,
+                      slide_key)
 from ..provenance import sha256_file
 from ..registry import Registry
 from ..store import UNLABELLED, PatchStore, StoreWriter
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from .config import TileConfig
 
 log = logging.getLogger("bioaug")
+
+#: Label files are recorded among a store's inputs under this prefix, beside the slides' names.
+LABEL_INPUT_PREFIX = "labels:"
 
 
 @dataclass
@@ -55,7 +59,8 @@ class LabelSource:
 
     def inputs(self) -> dict[str, str]:
         """Hashes of the label files, recorded in the store's provenance."""
-        return {f"labels:{Path(p).name}": sha256_file(p) for p in self.config.labels if Path(p).is_file()}
+        return {f"{LABEL_INPUT_PREFIX}{Path(p).name}": sha256_file(p) for p in self.config.labels
+                if Path(p).is_file()}
 
     def check_slides(self, paths: Sequence[Path]) -> None:
         """Called once with every input slide (e.g. to warn about table rows that match none)."""
@@ -67,6 +72,9 @@ class LabelSource:
     def class_names(self, slides: Sequence[SlideLabels]) -> list[str]:
         """The store's class names, given what :meth:`for_slide` returned for every slide."""
         return []
+
+    def report(self) -> None:
+        """Log what was used of the label files, once every slide has been asked about."""
 
     def finish(self, writer: StoreWriter) -> None:
         """Work left once every shard is written (before the store is sealed)."""
@@ -111,17 +119,34 @@ class PointLabels(LabelSource):
     def __init__(self, config: "TileConfig") -> None:
         super().__init__(config)
         self.table = read_points(config.labels)
+        self.used = {source: 0 for parts in self.table.values() for source in (p.source for p in parts)}
 
     def check_slides(self, paths: Sequence[Path]) -> None:
-        _warn_unmatched(self.config.labels[0], self.table, paths)  # type: ignore[arg-type]
+        _warn_unmatched(", ".join(self.config.labels), self.table, paths)  # type: ignore[arg-type]
 
     def for_slide(self, slide: "Slide") -> SlideLabels:
-        points = lookup(self.table, slide.name)  # type: ignore[arg-type]
-        if points is None:
+        """Every file's points for the slide (by file name and by stem), checked to be nuclei on it."""
+        keys = dict.fromkeys((slide_key(slide.name), Path(slide_key(slide.name)).stem))
+        found = [points for key in keys for points in self.table.get(key, [])]
+        if not found:
             log.warning("%s: no annotated points for this slide; it gives no patches", slide.path)
-            points = Points()
-        assert isinstance(points, Points)
-        return SlideLabels(points=points_inside(Path(points.source or self.config.labels[0]), slide, points))
+        merged = Points(source=", ".join(points.source for points in found))
+        for points in found:
+            _check_nucleus_sized(points, slide)
+            inside = points_inside(Path(points.source), slide, points)
+            self.used[points.source] += len(inside.x)
+            for x, y, label in zip(inside.x, inside.y, inside.label):
+                merged.add(x, y, label)
+        return SlideLabels(points=merged)
+
+    def report(self) -> None:
+        for source, used in self.used.items():
+            total = sum(len(points.x) for parts in self.table.values() for points in parts if points.source == source)
+            if used == total:
+                log.info("%s: all %d points used", source, total)
+            else:
+                log.info("%s: %d of its %d points used (the others are of slides not in this run)", source, used,
+                         total)
 
     def class_names(self, slides: Sequence[SlideLabels]) -> list[str]:
         return sorted({label for item in slides for label in (item.points.label if item.points else [])})
@@ -169,6 +194,22 @@ class ClusterLabels(LabelSource):
         names = np.asarray(cluster_names(k) + [UNLABELLED], dtype=object)
         writer.relabel(list(names[assignment]))
         writer.header.provenance["clusters"] = model
+
+
+#: The largest polygon taken for a nucleus, in µm² (a diameter of about 36 µm; tumour nuclei stay under
+#: 500): anything larger is an annotated region, whose centroid is no nucleus.
+MAX_NUCLEUS_UM2 = 1000.0
+
+
+def _check_nucleus_sized(points: Points, slide: "Slide") -> None:
+    """Raise ``LabelError`` for polygons too large to be a nucleus (a region such as "Tumor")."""
+    areas = np.asarray(points.area, dtype=float) * slide.mpp ** 2
+    large = areas > MAX_NUCLEUS_UM2
+    if large.any():
+        first = int(np.argmax(large))
+        raise LabelError(points.source, f"{int(large.sum())} polygons for {slide.name} are larger than a nucleus "
+                                        f"(over {MAX_NUCLEUS_UM2:g} µm²), e.g. a {points.label[first]!r} of "
+                                        f"{areas[first]:.0f} µm²: regions are not point labels; leave them out")
 
 
 def points_inside(source: Path, slide: "Slide", points: Points) -> Points:
