@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import json
 import math
 import re
@@ -86,8 +85,7 @@ def test_page_is_self_contained_and_holds_no_answer(study, stores):
     assert data["id"] == key["study_id"]
     assert [item["id"] for item in data["items"]] == [item["id"] for item in key["items"]]
     for item in data["items"]:
-        assert set(item) == {"id", "src", "class"}
-        assert item["src"].startswith("data:image/png;base64,")
+        assert set(item) == {"id", "pixels", "class"}
     for item in key["items"]:  # nothing of the key reaches the page: no store path, no patch id
         assert item["patch_id"] not in page
     real, synthetic = stores
@@ -107,16 +105,52 @@ def test_draw_is_balanced_per_class_with_random_unique_ids(study):
     assert len({(item["source"], item["store_index"]) for item in items}) == len(items)  # no patch twice
 
 
-def test_images_are_the_store_patches_enlarged_by_whole_pixels(study, stores):
+def test_items_carry_the_store_patches_as_raw_rgba_of_one_length(study, stores):
     key = read_key(study)
     data = page_data(study / "study.html")
     real, synthetic = stores
     by_source = {"real": real, "synthetic": synthetic}
     for shown, item in zip(data["items"], key["items"]):
-        image = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown["src"].split(",", 1)[1]))))
-        patch = by_source[item["source"]].image(item["store_index"])
-        np.testing.assert_array_equal(image, patch.repeat(4, axis=0).repeat(4, axis=1))
-    assert data["display_size"] == 32 * 4 and data["zoom"] == 4
+        rgba = np.frombuffer(base64.b64decode(shown["pixels"]), np.uint8).reshape(32, 32, 4)
+        np.testing.assert_array_equal(rgba[..., :3], by_source[item["source"]].image(item["store_index"]))
+        assert (rgba[..., 3] == 255).all()
+    assert len({len(shown["pixels"]) for shown in data["items"]}) == 1
+    assert data["patch_size"] == 32 and data["display_size"] == 32 * 4 and data["zoom"] == 4
+
+
+def test_nothing_in_the_page_but_the_pixels_tells_real_from_synthetic(tmp_path):
+    """Everything a reader's browser can inspect besides the pixels (each item's id, position on the page and in
+    the file, the length of its data, its class) leaves trivial classifiers at chance, while a feature that does
+    carry the answer is found: the check is not blind."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    real = make_disc_store(tmp_path / "real", per_class=34, slides=2, seed=0)
+    synthetic = make_disc_store(tmp_path / "synthetic", per_class=34, slides=2, seed=1, kind="synthetic")
+    make(real, synthetic, tmp_path / "study", StudyConfig(n=200, per_class=True, show_class=True, seed=7))
+    page = (tmp_path / "study" / "study.html").read_text()
+    data = page_data(tmp_path / "study" / "study.html")
+    truth = np.array([item["source"] == "synthetic" for item in read_key(tmp_path / "study")["items"]])
+    classes = sorted({item["class"] for item in data["items"]})
+    features = np.array([
+        [position, int(item["id"], 16), *(int(digit, 16) for digit in item["id"]), len(item["pixels"]),
+         page.index(item["id"]), len(json.dumps(item)), *(item["class"] == name for name in classes)]
+        for position, item in enumerate(data["items"])], dtype=float)
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    models = {"logistic": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+              "tree": DecisionTreeClassifier(max_depth=3, random_state=0)}
+
+    def auc(model, x):
+        return roc_auc_score(truth, cross_val_predict(model, x, truth, cv=folds, method="predict_proba")[:, 1])
+
+    for name, model in models.items():
+        assert abs(auc(model, features) - 0.5) < 0.15, name  # chance: 0.5 ± 0.04 (one s.d.) at n = 200
+    leaky = np.column_stack([features, truth + np.random.default_rng(0).normal(0, 0.5, len(truth))])
+    assert all(auc(model, leaky) > 0.8 for model in models.values())
 
 
 def test_key_records_provenance(study, stores):
@@ -138,7 +172,7 @@ def test_same_seed_same_page_other_seed_other_study(stores, tmp_path):
     assert (tmp_path / "a" / "study.html").read_bytes() == (tmp_path / "b" / "study.html").read_bytes()
     assert read_key(tmp_path / "a")["study_id"] != read_key(tmp_path / "c")["study_id"]
     # the class is hidden unless asked for
-    assert all(set(item) == {"id", "src"} for item in page_data(tmp_path / "a" / "study.html")["items"])
+    assert all(set(item) == {"id", "pixels"} for item in page_data(tmp_path / "a" / "study.html")["items"])
 
 
 def test_import_bioaug_study_stays_light():

@@ -105,9 +105,9 @@ def test_reader_answers_reloads_downloads_and_is_scored(browser, tmp_path):
     driver.find_element("id", "reader").send_keys(READER)
     driver.find_element("id", "start").click()
 
-    # pixels are honest: the patch is shown at zoom x its size, unsmoothed, exactly the store's pixels
+    # pixels are honest: the patch is drawn at zoom x its size, unsmoothed, exactly the store's pixels
     image = driver.find_element("id", "patch")
-    assert driver.execute_script("return arguments[0].naturalWidth", image) == 32 * 4
+    assert driver.execute_script("return [arguments[0].width, arguments[0].clientWidth]", image) == [32 * 4] * 2
     assert driver.execute_script("return getComputedStyle(arguments[0]).imageRendering", image) == "pixelated"
     shot = np.asarray(Image.open(io.BytesIO(image.screenshot_as_png)).convert("RGB"))[1:-1, 1:-1]  # inside the border
     item = next(i for i in key["items"] if i["id"] == shown_item(driver))
