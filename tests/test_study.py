@@ -105,6 +105,29 @@ def test_draw_is_balanced_per_class_with_random_unique_ids(study):
     assert len({(item["source"], item["store_index"]) for item in items}) == len(items)  # no patch twice
 
 
+@pytest.mark.parametrize("n", [10, 24])
+def test_default_draw_gives_both_halves_the_same_class_mix(stores, tmp_path, n):
+    """Balanced per class by default: every class is shown as often real as synthetic, also when the classes do
+    not divide the half evenly."""
+    real, synthetic = stores
+    assert StudyConfig().per_class
+    make(real, synthetic, tmp_path / "study", StudyConfig(n=n))
+    items = read_key(tmp_path / "study")["items"]
+    mix = {source: sorted(item["class"] for item in items if item["source"] == source) for source in
+           ("real", "synthetic")}
+    assert mix["real"] == mix["synthetic"] and len(mix["real"]) == n // 2
+    assert max(map(mix["real"].count, set(mix["real"]))) - min(map(mix["real"].count, set(mix["real"]))) <= 1
+
+
+def test_unlabelled_stores_need_per_class_off(tmp_path):
+    real = make_disc_store(tmp_path / "real", per_class=4, slides=1, class_names=("a",))
+    synthetic = make_disc_store(tmp_path / "synthetic", per_class=4, slides=1, class_names=("b",),
+                                kind="synthetic")
+    with pytest.raises(StoreError, match="shares no class with .*turn it off for unlabelled stores"):
+        make(real, synthetic, tmp_path / "out", StudyConfig(n=4))
+    make(real, synthetic, tmp_path / "out", StudyConfig(n=4, per_class=False))
+
+
 def test_items_carry_the_store_patches_as_raw_rgba_of_one_length(study, stores):
     key = read_key(study)
     data = page_data(study / "study.html")
@@ -188,8 +211,8 @@ def test_import_bioaug_study_stays_light():
     (False, {"n": 7}, ConfigError, "even number"),
     (False, {"n": 0}, ConfigError, "even number"),
     (False, {"zoom": 0}, ConfigError, "zoom"),
-    (False, {"n": 54, "per_class": True}, StoreError, "holds 8 patches of class 'small'; the study needs 9"),
-    (False, {"n": 100}, StoreError, "holds 24 patches; the study needs 50"),
+    (False, {"n": 54}, StoreError, "holds 8 patches of class 'small'; the study needs 9"),
+    (False, {"n": 100, "per_class": False}, StoreError, "holds 24 patches; the study needs 50"),
 ])
 def test_bad_study_options_are_refused_before_writing(stores, tmp_path, swap, options, error, match):
     real, synthetic = stores
