@@ -282,7 +282,7 @@ def test_perfect_reader(study, tmp_path):
 
 def test_always_real_reader_is_at_chance_with_no_sensitivity(study, tmp_path):
     key = read_key(study)
-    path = write_answers(tmp_path / "r.csv", key["study_id"], "always real", reader(key, lambda i: ("real", "")))
+    path = write_answers(tmp_path / "r.csv", key["study_id"], "always real", reader(key, lambda i: ("real", 1)))
     scores = score(study, [path], tmp_path)["readers"]["always real"]
     assert scores["accuracy"]["value"] == 0.5
     assert scores["accuracy"]["ci95"] == pytest.approx([0.3142742582, 0.6857257418])
@@ -291,7 +291,7 @@ def test_always_real_reader_is_at_chance_with_no_sensitivity(study, tmp_path):
     assert scores["specificity"]["value"] == 1.0
     assert scores["confusion"] == {"synthetic_called_synthetic": 0, "synthetic_called_real": 12,
                                    "real_called_real": 12, "real_called_synthetic": 0}
-    assert scores["by_confidence"] == {"none": {"k": 12, "n": 24, "value": 0.5, "ci95": pytest.approx(
+    assert scores["by_confidence"] == {"1": {"k": 12, "n": 24, "value": 0.5, "ci95": pytest.approx(
         list(wilson(12, 24)))}}
 
 
@@ -354,7 +354,8 @@ def test_partial_answers_are_scored_on_what_was_answered(study, tmp_path):
     ("unknown item", "line 3: unknown item id 'deadbeef'"),
     ("duplicate", "line 5: reader 'Dr A' answered item"),
     ("bad answer", "line 2: answer 'maybe' is not real or synthetic"),
-    ("bad confidence", "line 2: confidence '5' is not 1, 2, 3 or empty"),
+    ("bad confidence", "line 2: confidence '5' is not 1, 2 or 3"),
+    ("blank confidence", "line 3: no confidence, but the study asked for one (1, 2 or 3)"),
     ("bad seconds", "line 2: seconds '-1' is not a non-negative number"),
     ("no columns", "not a study answers file: no column"),
     ("empty", "holds no answers"),
@@ -372,6 +373,8 @@ def test_answers_that_do_not_match_the_study_are_refused(study, tmp_path, capsys
         rows[0][3] = "maybe"
     elif problem == "bad confidence":
         rows[0][4] = "5"
+    elif problem == "blank confidence":
+        rows[1][4] = " "
     elif problem == "bad seconds":
         rows[0][5] = "-1"
     elif problem == "empty":
@@ -397,6 +400,33 @@ def test_one_reader_twice_across_files_names_the_second_file(study, tmp_path):
     with pytest.raises(StudyError, match=re.escape(f"{second}: line 2: reader 'Dr A' answered item "
                                                    f"'{answers[4][0]}' twice (first in {first}, line 6)")):
         score(study, [first, second])
+
+
+def test_reader_names_differing_in_case_and_spacing_are_one_reader(study, tmp_path, capsys):
+    key = read_key(study)
+    answers = reader(key, lambda i: (i["source"], 3))
+    first = write_answers(tmp_path / "first.csv", key["study_id"], "Dr Perfect", answers[:10])
+    second = write_answers(tmp_path / "second.csv", key["study_id"], "dr  perfect ", answers[10:])
+    result = score(study, [first, second], tmp_path / "scores")
+    assert list(result["readers"]) == ["Dr Perfect"] and result["agreement"] is None
+    assert result["readers"]["Dr Perfect"]["answered"] == 24
+    assert result["readers"]["Dr Perfect"]["spellings"] == ["Dr Perfect", "dr  perfect"]
+    assert ("Reader names are compared ignoring case and spacing (\"dr a \" and \"Dr A\" are one reader); written "
+            "in more than one way: Dr Perfect also as 'dr  perfect'.") in (tmp_path / "scores" / "score.md").read_text()
+    again = write_answers(tmp_path / "again.csv", key["study_id"], "DR PERFECT", answers[:1])
+    with pytest.raises(StudyError, match="reader 'Dr Perfect' answered item"):
+        score(study, [first, again])
+
+
+def test_confidence_only_where_the_study_asked_for_it(stores, tmp_path):
+    real, synthetic = stores
+    make(real, synthetic, tmp_path / "plain", StudyConfig(n=6, confidence=False))
+    key = read_key(tmp_path / "plain")
+    blank = write_answers(tmp_path / "blank.csv", key["study_id"], "B", reader(key, lambda i: ("real", "")))
+    assert list(score(tmp_path / "plain", [blank])["readers"]["B"]["by_confidence"]) == ["none"]
+    given = write_answers(tmp_path / "given.csv", key["study_id"], "C", reader(key, lambda i: ("real", 2)))
+    with pytest.raises(StudyError, match=re.escape("line 2: confidence '2', but the study did not ask for one")):
+        score(tmp_path / "plain", [given])
 
 
 def test_score_without_key_or_without_answers(study, tmp_path):
