@@ -374,3 +374,61 @@ def test_without_storage_the_page_says_so_and_downloads_at_any_time(browser, tmp
     assert "(2 answers)" in driver.find_element("id", "downloaded").text
     driver.refresh()  # the fragment still carries a reload
     assert driver.find_element("id", "answered").text == "2 answered"
+
+
+def in_view(driver, element_id: str) -> bool:
+    return driver.execute_script("const r = document.getElementById(arguments[0]).getBoundingClientRect(); "
+                                 "return r.top >= 0 && r.bottom <= window.innerHeight && r.left >= 0 && "
+                                 "r.right <= window.innerWidth", element_id)
+
+
+def test_keyboard_and_small_window_stumbles(browser, tmp_path):
+    """Enter starts; a changed answer asks for the confidence again; a missing confidence is explained; focus
+    leaves the clicked button; key letters stay readable; at zoom 8 the buttons stay in a 600 and a 360 px
+    window; the intro gives the task, the time, where answers go and the scale."""
+    driver, _ = browser
+    real = make_disc_store(tmp_path / "real", per_class=4, slides=1, patch_size=64, seed=0)
+    synthetic = make_disc_store(tmp_path / "synthetic", per_class=4, slides=1, patch_size=64, seed=1,
+                                kind="synthetic")
+    page = make(real, synthetic, tmp_path / "study", StudyConfig(n=6, zoom=8, seed=1))
+    driver.set_window_size(600, 600)
+    driver.get(page.as_uri())
+    intro = driver.find_element("id", "intro").text
+    for words in ("answer whether you think it is real or synthetic", "about 1 to 2 minutes",
+                  "time you spend on each item is recorded", "send that file to the person who made this study",
+                  "64 × 64 pixels at 0.50 µm per pixel, field 32 µm wide", "8 × 8 square"):
+        assert words in intro, words
+    driver.find_element("id", "reader").send_keys("Dr D\n")  # Enter in the name field starts
+    assert driver.find_element("id", "position").text == "Item 1 of 6"
+    assert driver.find_element("id", "scale").text == "0.50 µm per pixel, field 32 µm wide (shown 8×)"
+    assert driver.execute_script("return document.getElementById('patch').width") == 512
+    for element_id in ("answer-real", "answer-synthetic", "confidence-3", "next"):
+        assert in_view(driver, element_id), element_id
+
+    driver.find_element("id", "answer-real").click()
+    assert driver.find_element("id", "need-confidence").is_displayed()  # why Next stays disabled
+    assert not driver.find_element("id", "next").is_enabled()
+    kbd = driver.find_element("css selector", "#answer-real kbd")
+    assert kbd.value_of_css_property("color") == "rgba(17, 17, 17, 1)"  # readable on the chosen button
+    driver.find_element("id", "confidence-2").click()
+    assert driver.find_element("id", "position").text == "Item 2 of 6"
+    assert driver.execute_script("return document.activeElement.id") == "position"
+    press(driver, " ", "\ue007")  # a stray Space or Enter answers nothing
+    assert driver.find_element("id", "answered").text == "1 answered"
+    assert not pressed(driver, "answer-real") and not pressed(driver, "answer-synthetic")
+
+    press(driver, "\ue012")  # back to item 1 and change its answer: the old confidence is not kept
+    press(driver, "s")
+    assert driver.find_element("id", "position").text == "Item 1 of 6"
+    assert pressed(driver, "answer-synthetic") and not pressed(driver, "confidence-2")
+    assert driver.find_element("id", "need-confidence").is_displayed()
+    press(driver, "3")
+    assert driver.find_element("id", "position").text == "Item 2 of 6"
+    press(driver, "\ue012", "1")  # a changed confidence alone stays on the item
+    assert driver.find_element("id", "position").text == "Item 1 of 6" and pressed(driver, "confidence-1")
+    assert driver.find_element("id", "answered").text == "1 answered"
+
+    driver.set_window_size(360, 640)
+    assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    for element_id in ("answer-real", "answer-synthetic", "confidence-3", "next"):
+        assert in_view(driver, element_id), element_id

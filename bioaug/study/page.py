@@ -42,10 +42,11 @@ def study_id(real: PatchStore, synthetic: PatchStore, config: StudyConfig) -> st
 
 
 def render_page(identifier: str, config: StudyConfig, items: list[Item], pixels: list[str],
-                patch_size: int) -> str:
-    """The page's HTML: the template with the study's public data (ids, pixels, classes when shown)."""
+                patch_size: int, mpp: float) -> str:
+    """The page's HTML: the template with the study's public data (ids, pixels, classes when shown, and the
+    scale shared by every patch)."""
     data = {"id": identifier, "title": config.title, "confidence": config.confidence,
-            "show_class": config.show_class, "zoom": config.zoom, "patch_size": patch_size,
+            "show_class": config.show_class, "zoom": config.zoom, "patch_size": patch_size, "mpp": mpp,
             "display_size": patch_size * config.zoom,
             "items": [{"id": item.id, "pixels": rgba, **({"class": item.class_name} if config.show_class else {})}
                       for item, rgba in zip(items, pixels)]}
@@ -99,7 +100,7 @@ def make(real: str | Path | PatchStore, synthetic: str | Path | PatchStore, out:
     _check_out(out, identifier)
     stores = {"real": real, "synthetic": synthetic}
     pixels = [rgba_base64(stores[item.source].image(item.store_index)) for item in items]
-    page = render_page(identifier, config, items, pixels, real.patch_size)
+    page = render_page(identifier, config, items, pixels, real.patch_size, real.mpp)
     key: dict[str, Any] = {
         "format": KEY_FORMAT, "study_id": identifier, "positive": "synthetic",
         "class_names": list(dict.fromkeys([*real.class_names, *synthetic.class_names])),
