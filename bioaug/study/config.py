@@ -24,9 +24,11 @@ class StudyConfig:
                                    "tissue gives nothing away (false: draw each half at random, e.g. for "
                                    "unlabelled stores)")
     seed: int = option(0, "seed of the draw, the order and the item ids: same seed and stores, same page")
-    zoom: int = option(4, f"enlargement of every pixel to a zoom x zoom square (nearest neighbour), 1-{MAX_ZOOM}")
+    zoom: int = option(4, f"enlargement of every pixel to a zoom x zoom square (nearest neighbour, no smoothing), "
+                          f"1-{MAX_ZOOM}")
     show_class: bool = option(False, "show each patch's class under it")
-    confidence: bool = option(True, "also ask how sure the reader is (1 guessing, 2 fairly sure, 3 certain)")
+    confidence: bool = option(True, "also ask how sure the reader is (1 guessing, 2 fairly sure, 3 certain); "
+                                    "scoring then refuses an answer without one")
     title: str = option("Which of these are real?", "heading of the page")
 
     def validate(self) -> None:
