@@ -252,9 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "the answer files they download from it.")
     study_steps = study.add_subparsers(dest="study_command", required=True, metavar="STEP")
     study_make = study_steps.add_parser("make", help="write DIR/study.html and its answer key DIR/key.json",
-                                        description="Write one self-contained HTML page (images inlined, nothing "
-                                        "loaded from elsewhere) and keep the answer key and provenance beside it "
-                                        "in DIR/key.json. Send readers the page only.")
+                                        description="Write one self-contained HTML page (every patch inlined as "
+                                        "raw pixels of one fixed size, nothing loaded from elsewhere) and keep the "
+                                        "answer key and provenance beside it in DIR/key.json. Send readers the page "
+                                        "only: each reader enters a name, answers real or synthetic (and how sure) "
+                                        "per item, and downloads a CSV of the answers at any time.")
     study_make.add_argument("--real", required=True, metavar="STORE", help="store of real patches")
     study_make.add_argument("--synthetic", required=True, metavar="STORE", help="store of synthetic patches "
                             "(written by `bioaug augment`)")
@@ -266,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          description="Accuracy with Wilson 95% intervals and a two-sided binomial "
                                          "test against 0.5, sensitivity and specificity (positive: synthetic), per "
                                          "reader and pooled, per class and by confidence, and Fleiss' kappa "
-                                         "between readers. Writes score.md, score.json and score.png.")
+                                         "between readers. Reader names are compared ignoring case and spacing; a "
+                                         "blank confidence is refused where the study asked for one. Writes "
+                                         "score.md, score.json and score.png.")
     study_score.add_argument("study", metavar="DIR", help="study directory written by `bioaug study make`")
     study_score.add_argument("answers", nargs="+", metavar="ANSWERS.csv", help="answer files downloaded from "
                              "the page, one or more readers")

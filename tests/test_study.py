@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import json
 import math
 import re
@@ -86,8 +85,7 @@ def test_page_is_self_contained_and_holds_no_answer(study, stores):
     assert data["id"] == key["study_id"]
     assert [item["id"] for item in data["items"]] == [item["id"] for item in key["items"]]
     for item in data["items"]:
-        assert set(item) == {"id", "src", "class"}
-        assert item["src"].startswith("data:image/png;base64,")
+        assert set(item) == {"id", "pixels", "class"}
     for item in key["items"]:  # nothing of the key reaches the page: no store path, no patch id
         assert item["patch_id"] not in page
     real, synthetic = stores
@@ -107,16 +105,75 @@ def test_draw_is_balanced_per_class_with_random_unique_ids(study):
     assert len({(item["source"], item["store_index"]) for item in items}) == len(items)  # no patch twice
 
 
-def test_images_are_the_store_patches_enlarged_by_whole_pixels(study, stores):
+@pytest.mark.parametrize("n", [10, 24])
+def test_default_draw_gives_both_halves_the_same_class_mix(stores, tmp_path, n):
+    """Balanced per class by default: every class is shown as often real as synthetic, also when the classes do
+    not divide the half evenly."""
+    real, synthetic = stores
+    assert StudyConfig().per_class
+    make(real, synthetic, tmp_path / "study", StudyConfig(n=n))
+    items = read_key(tmp_path / "study")["items"]
+    mix = {source: sorted(item["class"] for item in items if item["source"] == source) for source in
+           ("real", "synthetic")}
+    assert mix["real"] == mix["synthetic"] and len(mix["real"]) == n // 2
+    assert max(map(mix["real"].count, set(mix["real"]))) - min(map(mix["real"].count, set(mix["real"]))) <= 1
+
+
+def test_unlabelled_stores_need_per_class_off(tmp_path):
+    real = make_disc_store(tmp_path / "real", per_class=4, slides=1, class_names=("a",))
+    synthetic = make_disc_store(tmp_path / "synthetic", per_class=4, slides=1, class_names=("b",),
+                                kind="synthetic")
+    with pytest.raises(StoreError, match="shares no class with .*turn it off for unlabelled stores"):
+        make(real, synthetic, tmp_path / "out", StudyConfig(n=4))
+    make(real, synthetic, tmp_path / "out", StudyConfig(n=4, per_class=False))
+
+
+def test_items_carry_the_store_patches_as_raw_rgba_of_one_length(study, stores):
     key = read_key(study)
     data = page_data(study / "study.html")
     real, synthetic = stores
     by_source = {"real": real, "synthetic": synthetic}
     for shown, item in zip(data["items"], key["items"]):
-        image = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown["src"].split(",", 1)[1]))))
-        patch = by_source[item["source"]].image(item["store_index"])
-        np.testing.assert_array_equal(image, patch.repeat(4, axis=0).repeat(4, axis=1))
-    assert data["display_size"] == 32 * 4 and data["zoom"] == 4
+        rgba = np.frombuffer(base64.b64decode(shown["pixels"]), np.uint8).reshape(32, 32, 4)
+        np.testing.assert_array_equal(rgba[..., :3], by_source[item["source"]].image(item["store_index"]))
+        assert (rgba[..., 3] == 255).all()
+    assert len({len(shown["pixels"]) for shown in data["items"]}) == 1
+    assert data["patch_size"] == 32 and data["display_size"] == 32 * 4 and data["zoom"] == 4
+
+
+def test_nothing_in_the_page_but_the_pixels_tells_real_from_synthetic(tmp_path):
+    """Everything a reader's browser can inspect besides the pixels (each item's id, position on the page and in
+    the file, the length of its data, its class) leaves trivial classifiers at chance, while a feature that does
+    carry the answer is found: the check is not blind."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    real = make_disc_store(tmp_path / "real", per_class=34, slides=2, seed=0)
+    synthetic = make_disc_store(tmp_path / "synthetic", per_class=34, slides=2, seed=1, kind="synthetic")
+    make(real, synthetic, tmp_path / "study", StudyConfig(n=200, per_class=True, show_class=True, seed=7))
+    page = (tmp_path / "study" / "study.html").read_text()
+    data = page_data(tmp_path / "study" / "study.html")
+    truth = np.array([item["source"] == "synthetic" for item in read_key(tmp_path / "study")["items"]])
+    classes = sorted({item["class"] for item in data["items"]})
+    features = np.array([
+        [position, int(item["id"], 16), *(int(digit, 16) for digit in item["id"]), len(item["pixels"]),
+         page.index(item["id"]), len(json.dumps(item)), *(item["class"] == name for name in classes)]
+        for position, item in enumerate(data["items"])], dtype=float)
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    models = {"logistic": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+              "tree": DecisionTreeClassifier(max_depth=3, random_state=0)}
+
+    def auc(model, x):
+        return roc_auc_score(truth, cross_val_predict(model, x, truth, cv=folds, method="predict_proba")[:, 1])
+
+    for name, model in models.items():
+        assert abs(auc(model, features) - 0.5) < 0.15, name  # chance: 0.5 ± 0.04 (one s.d.) at n = 200
+    leaky = np.column_stack([features, truth + np.random.default_rng(0).normal(0, 0.5, len(truth))])
+    assert all(auc(model, leaky) > 0.8 for model in models.values())
 
 
 def test_key_records_provenance(study, stores):
@@ -138,7 +195,7 @@ def test_same_seed_same_page_other_seed_other_study(stores, tmp_path):
     assert (tmp_path / "a" / "study.html").read_bytes() == (tmp_path / "b" / "study.html").read_bytes()
     assert read_key(tmp_path / "a")["study_id"] != read_key(tmp_path / "c")["study_id"]
     # the class is hidden unless asked for
-    assert all(set(item) == {"id", "src"} for item in page_data(tmp_path / "a" / "study.html")["items"])
+    assert all(set(item) == {"id", "pixels"} for item in page_data(tmp_path / "a" / "study.html")["items"])
 
 
 def test_import_bioaug_study_stays_light():
@@ -154,8 +211,8 @@ def test_import_bioaug_study_stays_light():
     (False, {"n": 7}, ConfigError, "even number"),
     (False, {"n": 0}, ConfigError, "even number"),
     (False, {"zoom": 0}, ConfigError, "zoom"),
-    (False, {"n": 54, "per_class": True}, StoreError, "holds 8 patches of class 'small'; the study needs 9"),
-    (False, {"n": 100}, StoreError, "holds 24 patches; the study needs 50"),
+    (False, {"n": 54}, StoreError, "holds 8 patches of class 'small'; the study needs 9"),
+    (False, {"n": 100, "per_class": False}, StoreError, "holds 24 patches; the study needs 50"),
 ])
 def test_bad_study_options_are_refused_before_writing(stores, tmp_path, swap, options, error, match):
     real, synthetic = stores
@@ -225,7 +282,7 @@ def test_perfect_reader(study, tmp_path):
 
 def test_always_real_reader_is_at_chance_with_no_sensitivity(study, tmp_path):
     key = read_key(study)
-    path = write_answers(tmp_path / "r.csv", key["study_id"], "always real", reader(key, lambda i: ("real", "")))
+    path = write_answers(tmp_path / "r.csv", key["study_id"], "always real", reader(key, lambda i: ("real", 1)))
     scores = score(study, [path], tmp_path)["readers"]["always real"]
     assert scores["accuracy"]["value"] == 0.5
     assert scores["accuracy"]["ci95"] == pytest.approx([0.3142742582, 0.6857257418])
@@ -234,7 +291,7 @@ def test_always_real_reader_is_at_chance_with_no_sensitivity(study, tmp_path):
     assert scores["specificity"]["value"] == 1.0
     assert scores["confusion"] == {"synthetic_called_synthetic": 0, "synthetic_called_real": 12,
                                    "real_called_real": 12, "real_called_synthetic": 0}
-    assert scores["by_confidence"] == {"none": {"k": 12, "n": 24, "value": 0.5, "ci95": pytest.approx(
+    assert scores["by_confidence"] == {"1": {"k": 12, "n": 24, "value": 0.5, "ci95": pytest.approx(
         list(wilson(12, 24)))}}
 
 
@@ -297,7 +354,8 @@ def test_partial_answers_are_scored_on_what_was_answered(study, tmp_path):
     ("unknown item", "line 3: unknown item id 'deadbeef'"),
     ("duplicate", "line 5: reader 'Dr A' answered item"),
     ("bad answer", "line 2: answer 'maybe' is not real or synthetic"),
-    ("bad confidence", "line 2: confidence '5' is not 1, 2, 3 or empty"),
+    ("bad confidence", "line 2: confidence '5' is not 1, 2 or 3"),
+    ("blank confidence", "line 3: no confidence, but the study asked for one (1, 2 or 3)"),
     ("bad seconds", "line 2: seconds '-1' is not a non-negative number"),
     ("no columns", "not a study answers file: no column"),
     ("empty", "holds no answers"),
@@ -315,6 +373,8 @@ def test_answers_that_do_not_match_the_study_are_refused(study, tmp_path, capsys
         rows[0][3] = "maybe"
     elif problem == "bad confidence":
         rows[0][4] = "5"
+    elif problem == "blank confidence":
+        rows[1][4] = " "
     elif problem == "bad seconds":
         rows[0][5] = "-1"
     elif problem == "empty":
@@ -340,6 +400,33 @@ def test_one_reader_twice_across_files_names_the_second_file(study, tmp_path):
     with pytest.raises(StudyError, match=re.escape(f"{second}: line 2: reader 'Dr A' answered item "
                                                    f"'{answers[4][0]}' twice (first in {first}, line 6)")):
         score(study, [first, second])
+
+
+def test_reader_names_differing_in_case_and_spacing_are_one_reader(study, tmp_path, capsys):
+    key = read_key(study)
+    answers = reader(key, lambda i: (i["source"], 3))
+    first = write_answers(tmp_path / "first.csv", key["study_id"], "Dr Perfect", answers[:10])
+    second = write_answers(tmp_path / "second.csv", key["study_id"], "dr  perfect ", answers[10:])
+    result = score(study, [first, second], tmp_path / "scores")
+    assert list(result["readers"]) == ["Dr Perfect"] and result["agreement"] is None
+    assert result["readers"]["Dr Perfect"]["answered"] == 24
+    assert result["readers"]["Dr Perfect"]["spellings"] == ["Dr Perfect", "dr  perfect"]
+    assert ("Reader names are compared ignoring case and spacing (\"dr a \" and \"Dr A\" are one reader); written "
+            "in more than one way: Dr Perfect also as 'dr  perfect'.") in (tmp_path / "scores" / "score.md").read_text()
+    again = write_answers(tmp_path / "again.csv", key["study_id"], "DR PERFECT", answers[:1])
+    with pytest.raises(StudyError, match="reader 'Dr Perfect' answered item"):
+        score(study, [first, again])
+
+
+def test_confidence_only_where_the_study_asked_for_it(stores, tmp_path):
+    real, synthetic = stores
+    make(real, synthetic, tmp_path / "plain", StudyConfig(n=6, confidence=False))
+    key = read_key(tmp_path / "plain")
+    blank = write_answers(tmp_path / "blank.csv", key["study_id"], "B", reader(key, lambda i: ("real", "")))
+    assert list(score(tmp_path / "plain", [blank])["readers"]["B"]["by_confidence"]) == ["none"]
+    given = write_answers(tmp_path / "given.csv", key["study_id"], "C", reader(key, lambda i: ("real", 2)))
+    with pytest.raises(StudyError, match=re.escape("line 2: confidence '2', but the study did not ask for one")):
+        score(tmp_path / "plain", [given])
 
 
 def test_score_without_key_or_without_answers(study, tmp_path):

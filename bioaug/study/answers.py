@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,20 +16,33 @@ CONFIDENCE_LEVELS = (1, 2, 3)
 
 @dataclass(frozen=True)
 class Answer:
-    """One reader's answer to one item."""
+    """One reader's answer to one item. ``reader`` is the reader's name as first seen, ``spelled`` as in this
+    row (they differ in case or spacing only)."""
 
     reader: str
     item_id: str
     answer: str
     confidence: int | None
     seconds: float
+    spelled: str
 
 
-def _confidence(text: str, where: str, path: Path) -> int | None:
+def reader_key(name: str) -> str:
+    """What identifies a reader: the name with Unicode compatibility forms, case and runs of spaces folded, so
+    that "dr perfect " and "Dr  Perfect" are one reader, not two."""
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+
+
+def _confidence(text: str, asked: bool, where: str, path: Path) -> int | None:
+    """The confidence level of a row: required where the study asked for one, refused where it did not."""
     if not text.strip():
+        if asked:
+            raise StudyError(path, f"{where}: no confidence, but the study asked for one (1, 2 or 3)")
         return None
+    if not asked:
+        raise StudyError(path, f"{where}: confidence {text!r}, but the study did not ask for one")
     if text.strip() not in {str(level) for level in CONFIDENCE_LEVELS}:
-        raise StudyError(path, f"{where}: confidence {text!r} is not 1, 2, 3 or empty")
+        raise StudyError(path, f"{where}: confidence {text!r} is not 1, 2 or 3")
     return int(text)
 
 
@@ -58,8 +72,11 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def read_answers(paths: Iterable[str | Path], key: dict[str, Any]) -> list[Answer]:
     """Every answer in ``paths``, refusing (one line naming the file) another study's answers, item ids the
-    study does not have, an item answered twice by one reader (within or across files) and malformed values."""
+    study does not have, an item answered twice by one reader (within or across files, names compared by
+    ``reader_key``), a blank confidence where the study asked for one, and malformed values."""
     known = {item["id"] for item in key["items"]}
+    asked = bool(key["provenance"]["config"]["confidence"])
+    names: dict[str, str] = {}
     first_seen: dict[tuple[str, str], str] = {}
     answers: list[Answer] = []
     for path in map(Path, paths):
@@ -71,9 +88,10 @@ def read_answers(paths: Iterable[str | Path], key: dict[str, Any]) -> list[Answe
             if row["study_id"] != key["study_id"]:
                 raise StudyError(path, f"{where}: answers of study {row['study_id']!r}, not of this study "
                                        f"({key['study_id']})")
-            reader, item_id, answer = row["reader"].strip(), row["item_id"].strip(), row["answer"].strip()
-            if not reader:
+            spelled, item_id, answer = row["reader"].strip(), row["item_id"].strip(), row["answer"].strip()
+            if not spelled:
                 raise StudyError(path, f"{where}: no reader name")
+            reader = names.setdefault(reader_key(spelled), " ".join(spelled.split()))
             if item_id not in known:
                 raise StudyError(path, f"{where}: unknown item id {item_id!r} (not in study {key['study_id']})")
             if (reader, item_id) in first_seen:
@@ -82,6 +100,6 @@ def read_answers(paths: Iterable[str | Path], key: dict[str, Any]) -> list[Answe
             if answer not in SOURCES:
                 raise StudyError(path, f"{where}: answer {answer!r} is not real or synthetic")
             first_seen[reader, item_id] = f"{path}, {where}"
-            answers.append(Answer(reader, item_id, answer, _confidence(row["confidence"], where, path),
-                                  _seconds(row["seconds"], where, path)))
+            answers.append(Answer(reader, item_id, answer, _confidence(row["confidence"], asked, where, path),
+                                  _seconds(row["seconds"], where, path), spelled))
     return answers

@@ -77,7 +77,8 @@ def draw_items(real: PatchStore, synthetic: PatchStore, config: StudyConfig) -> 
     if config.per_class:
         classes = shared_classes(real, synthetic)
         if not classes:
-            raise StoreError(synthetic.path, f"shares no class with {real.path}; per_class needs common classes")
+            raise StoreError(synthetic.path, f"shares no class with {real.path}; per_class needs common classes "
+                                             f"(turn it off for unlabelled stores)")
         quota: dict[str | None, int] = dict(class_quota(half, classes, draw_rng))
     else:
         quota = {None: half}

@@ -1,15 +1,16 @@
 """``bioaug study make``: one self-contained HTML page of patches to judge, and its answer key beside it.
 
-The page carries each patch as an inlined PNG enlarged by whole pixels (nearest neighbour) and shown with
-``image-rendering: pixelated``, so no browser smooths what the reader is asked to judge. A content security
-policy in the page forbids loading anything, so it works from a file and cannot reach a network.
+The page carries each patch as its raw RGBA pixels (base64 of a byte array of one fixed length), which its
+script enlarges by whole pixels (nearest neighbour) onto a canvas, so no browser smooths what the reader is
+asked to judge and nothing but the pixels differs between items: an image file's byte length would tell real
+from synthetic (their PNGs compress differently). A content security policy in the page forbids loading
+anything, so it works from a file and cannot reach a network.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import html
-import io
 import json
 from importlib import resources
 from pathlib import Path
@@ -27,17 +28,11 @@ from .key import KEY_FORMAT, KEY_NAME, PAGE_NAME, StudyError
 STUDY_ID_LENGTH = 12
 
 
-def png_data_url(image: np.ndarray, zoom: int) -> str:
-    """An (H, W, 3) uint8 patch enlarged ``zoom`` times by repeating pixels, as a PNG ``data:`` URL.
-
-    PIL writes no metadata into the PNG, so real and synthetic patches differ only in their pixels.
-    """
-    from PIL import Image
-
-    enlarged = np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1)
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(enlarged), mode="RGB").save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+def rgba_base64(image: np.ndarray) -> str:
+    """An (H, W, 3) uint8 patch as base64 of its H x W x 4 RGBA bytes (alpha opaque), row by row: the same
+    length for every patch of one size, unlike any compressed encoding."""
+    alpha = np.full(image.shape[:2] + (1,), 255, dtype=np.uint8)
+    return base64.b64encode(np.concatenate([image.astype(np.uint8), alpha], axis=2).tobytes()).decode("ascii")
 
 
 def study_id(real: PatchStore, synthetic: PatchStore, config: StudyConfig) -> str:
@@ -46,13 +41,15 @@ def study_id(real: PatchStore, synthetic: PatchStore, config: StudyConfig) -> st
                         "config": config_to_dict(config)})[:STUDY_ID_LENGTH]
 
 
-def render_page(identifier: str, config: StudyConfig, items: list[Item], sources: list[str],
-                patch_size: int) -> str:
-    """The page's HTML: the template with the study's public data (ids, images, classes when shown)."""
+def render_page(identifier: str, config: StudyConfig, items: list[Item], pixels: list[str],
+                patch_size: int, mpp: float) -> str:
+    """The page's HTML: the template with the study's public data (ids, pixels, classes when shown, and the
+    scale shared by every patch)."""
     data = {"id": identifier, "title": config.title, "confidence": config.confidence,
-            "show_class": config.show_class, "zoom": config.zoom, "display_size": patch_size * config.zoom,
-            "items": [{"id": item.id, "src": src, **({"class": item.class_name} if config.show_class else {})}
-                      for item, src in zip(items, sources)]}
+            "show_class": config.show_class, "zoom": config.zoom, "patch_size": patch_size, "mpp": mpp,
+            "display_size": patch_size * config.zoom,
+            "items": [{"id": item.id, "pixels": rgba, **({"class": item.class_name} if config.show_class else {})}
+                      for item, rgba in zip(items, pixels)]}
     # "</" inside the JSON would close the script element early; "<\/" is the same string to JSON.
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     template = resources.files(__package__).joinpath("template.html").read_text(encoding="utf-8")
@@ -102,8 +99,8 @@ def make(real: str | Path | PatchStore, synthetic: str | Path | PatchStore, out:
     identifier = study_id(real, synthetic, config)
     _check_out(out, identifier)
     stores = {"real": real, "synthetic": synthetic}
-    sources = [png_data_url(stores[item.source].image(item.store_index), config.zoom) for item in items]
-    page = render_page(identifier, config, items, sources, real.patch_size)
+    pixels = [rgba_base64(stores[item.source].image(item.store_index)) for item in items]
+    page = render_page(identifier, config, items, pixels, real.patch_size, real.mpp)
     key: dict[str, Any] = {
         "format": KEY_FORMAT, "study_id": identifier, "positive": "synthetic",
         "class_names": list(dict.fromkeys([*real.class_names, *synthetic.class_names])),

@@ -27,6 +27,14 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return rows + [(POOLED, result["pooled"])] if len(rows) > 1 else rows
 
 
+def _names_note(result: dict[str, Any]) -> str:
+    """How reader names were matched, and which readers wrote their name in more than one way."""
+    merged = [f'{name} also as {", ".join(repr(spelled) for spelled in scores["spellings"] if spelled != name)}'
+              for name, scores in result["readers"].items() if len(scores["spellings"]) > 1]
+    return ("Reader names are compared ignoring case and spacing (\"dr a \" and \"Dr A\" are one reader)"
+            + ("; written in more than one way: " + "; ".join(merged) if merged else "") + ".")
+
+
 def scores_markdown(result: dict[str, Any]) -> str:
     """The human-readable report of a scored study."""
     inputs = result["provenance"]["study"]
@@ -40,6 +48,7 @@ def scores_markdown(result: dict[str, Any]) -> str:
              "the share of real patches called real. Accuracy 0.5 is chance: readers could not tell real from "
              "synthetic. Shares with Wilson 95% intervals; p: two-sided exact binomial test of accuracy against "
              "0.5.", "",
+             _names_note(result), "",
              "| reader | answered | accuracy [95% CI] | p | sensitivity | specificity | median s/item |",
              "|---|---|---|---|---|---|---|"]
     for name, scores in _rows(result):

@@ -4,6 +4,7 @@
 specificity the share of real patches called real. Accuracy near 0.5 means readers could not tell them apart.
 Intervals are Wilson 95% score intervals and p values two-sided exact binomial tests against 0.5
 (``scipy.stats.binomtest``). Agreement between readers is Fleiss' kappa over the items every reader answered.
+Reader names are compared ignoring case and spacing (``answers.reader_key``), and the report says so.
 """
 from __future__ import annotations
 
@@ -115,6 +116,7 @@ def score_answers(key: dict[str, Any], answers: Sequence[Answer]) -> dict[str, A
     for reader in readers:
         mine = [answer for answer in answers if answer.reader == reader]
         per_reader[reader] = {"answered": len(mine),
+                              "spellings": sorted({answer.spelled for answer in mine}),
                               "median_seconds": float(np.median([answer.seconds for answer in mine])),
                               **summarize(mine, truth, classes, order)}
     return {"study_id": key["study_id"], "positive": "synthetic", "items": len(key["items"]),
