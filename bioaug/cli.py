@@ -393,7 +393,7 @@ def _error(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bioaug`` console script."""
-    from .progress import set_quiet
+    from .progress import is_quiet, set_quiet
 
     _configure_logging()
     # before torch is imported: its pool would otherwise take every core, quota or not (issue 19.11)
@@ -402,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except _UsageError as exc:
         return _error(str(exc))
+    was_quiet = is_quiet()  # restored on return: a library caller of main() keeps its own setting
     set_quiet(bool(getattr(args, "quiet", False)))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
@@ -418,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bioaug: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        set_quiet(was_quiet)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ import pytest
 from tqdm import tqdm
 
 from bioaug import progress
-from bioaug.progress import LogProgress, progress_bar, set_log_interval, set_quiet
+from bioaug.progress import LogProgress, is_quiet, progress_bar, set_log_interval, set_quiet
 
 
 @pytest.fixture(autouse=True)
 def reset_progress_state():
+    set_quiet(False)
     yield
     set_quiet(False)
     set_log_interval(None)
@@ -104,3 +105,10 @@ def test_a_non_terminal_cli_run_logs_progress_lines(tmp_path):
                            env=env)
     assert quiet.returncode == 0, quiet.stderr
     assert "train: " not in quiet.stderr
+
+
+def test_the_command_line_restores_the_quiet_setting_of_its_caller(tmp_path):
+    from bioaug.cli import main
+
+    assert main(["verify", str(tmp_path / "no-store"), "--quiet"]) == 2
+    assert not is_quiet()
