@@ -142,6 +142,26 @@ def test_a_worker_killed_mid_task_leaves_no_half_result_and_a_rerun_recomputes_n
     assert numbers(json.loads((out / "report.json").read_text())) == numbers(local_report)
 
 
+def test_a_task_that_keeps_killing_its_worker_is_a_one_line_error_and_the_rerun_finishes(store, small,
+                                                                                            local_report, tmp_path):
+    import dask
+
+    marker = tmp_path / "died"
+    config = build_config(EvaluateConfig, small)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=1,
+                                     dashboard_address="127.0.0.1:0", host="127.0.0.1") as cluster, \
+            distributed.Client(cluster) as client:
+        client.register_plugin(_DieOnceWritingAResult(str(marker)), name="die-once")
+        with pytest.raises(ConfigError, match="was lost with its worker too often.*rerun to resume") as error:
+            protocol.run_evaluation(store, tmp_path / "eval", config, client=client, progress=False)
+        client.unregister_worker_plugin("die-once")
+        assert "\n" not in str(error.value) and not (tmp_path / "eval" / "report.json").exists()
+        client.wait_for_workers(1)  # the nanny restarts the killed worker
+        out = protocol.run_evaluation(store, tmp_path / "eval", config, client=client, progress=False)
+    assert numbers(json.loads((out / "report.json").read_text())) == numbers(local_report)
+
+
 class _FailOnce(distributed.WorkerPlugin):
     """Make the first classifier training on a worker fail, as a task interrupted by an error would."""
 

@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..cluster import probe_workers
 from ..errors import ConfigError, StoreError
 from ..progress import progress_bar
@@ -35,8 +37,6 @@ def run_task(task: Task, store: PatchStore, config: EvaluateConfig, cell: Cell, 
     (pseudo-labels, whose file the classifiers read), or the classifier's report row and its rows on each
     external store.
     """
-    import torch
-
     torch.set_num_threads(config.task_threads)
     evaluation = Evaluation(store, config, progress=False)
     evaluation.enter(cell, progress_bar(total=0, disable=True))
