@@ -14,7 +14,7 @@ from bioaug.config import build_config
 from bioaug.errors import BioaugError, ConfigError
 from bioaug.evaluate import protocol
 from bioaug.evaluate.config import EvaluateConfig
-from bioaug.evaluate.graph import cell_tasks
+from bioaug.evaluate.graph import cell_tasks, resources
 
 from conftest import make_disc_store, make_pool_store
 from test_protocol import TINY
@@ -229,6 +229,18 @@ def test_each_task_waits_for_what_it_reads(arms, expected):
     assert {task.name: task.needs for task in tasks} == expected
     names = [task.name for task in tasks]
     assert all(names.index(need) < names.index(task.name) for task in tasks for need in task.needs)
+
+
+@pytest.mark.parametrize("device, asked", [("cuda", {"classifier": {"GPU": 1}, "generator": {"GPU": 1},
+                                                      "pseudo-labels": {"GPU": 1}, "colour": None}),
+                                           ("cpu", dict.fromkeys(("classifier", "generator", "pseudo-labels",
+                                                                  "colour"))),
+                                           ("auto", dict.fromkeys(("classifier", "generator", "pseudo-labels",
+                                                                   "colour")))])
+def test_torch_tasks_ask_for_a_gpu_only_when_the_device_is_cuda(device, asked):
+    config = EvaluateConfig(arms=["classic", "pseudo_label", "classic+selected", "colour"], seeds=[0],
+                            device=device)
+    assert {task.kind: resources(task, config) for task in cell_tasks(config, 0)} == asked
 
 
 def test_dry_run_prints_the_tasks_of_each_kind_and_their_time(store, tmp_path, capsys):

@@ -25,7 +25,7 @@ from ..store import PatchStore
 from .arms import ARMS
 from .config import EvaluateConfig
 from .external import ExternalSet
-from .graph import Task, cell_tasks
+from .graph import Task, cell_tasks, resources
 from .protocol import Cell, CellResult, Evaluation, arm_order, recorded_stores
 
 
@@ -77,10 +77,9 @@ def run_on_cluster(client: Any, store: PatchStore, config: EvaluateConfig, cells
     run = uuid.uuid4().hex[:8]  # Dask keys of this run, apart from any earlier run's on the same scheduler
     futures: dict[str, Any] = {}
     for task in tasks:
-        gpu = config.device == "cuda" and task.kind != "colour"
         futures[task.name] = client.submit(run_task, task, store, config, cells[task.cell], externals,
                                            {name: futures[name] for name in task.needs},
-                                           key=f"{task.name}-{run}", resources={"GPU": 1} if gpu else None,
+                                           key=f"{task.name}-{run}", resources=resources(task, config),
                                            pure=False)
     names = {future.key: name for name, future in futures.items()}
     bar = progress_bar(total=len(tasks), desc="evaluate", unit="task", disable=not progress)

@@ -59,6 +59,13 @@ class Task:
         return "-".join(parts)
 
 
+def resources(task: Task, config: EvaluateConfig) -> dict[str, int] | None:
+    """The Dask worker resources ``task`` asks for: a GPU (``GPU=1``) when it runs torch and ``device`` is
+    cuda; nothing otherwise, so CPU-only clusters (and ``auto``, which takes a GPU where a worker has one) need
+    no resources."""
+    return {"GPU": 1} if config.device == "cuda" and task.kind != "colour" else None
+
+
 def cell_keys(splits: Splits, config: EvaluateConfig) -> list[tuple[int, int, float]]:
     """(fold, draw, budget) of every cell the evaluation runs, in order."""
     return [(fold, draw, budget)
