@@ -96,6 +96,16 @@ def test_a_local_cluster_writes_the_local_runs_report(store, small, local_report
     assert not list((tmp_path / "eval" / "work").glob(".probe-*")), "the worker probe left its file"
 
 
+def test_the_command_line_with_scheduler_local_n_writes_the_same_report(store, small, local_report, tmp_path,
+                                                                       capsys):
+    config = tmp_path / "evaluate.json"
+    config.write_text(json.dumps(small))
+    assert main(["evaluate", str(store.path), "--out", str(tmp_path / "eval"), "--config", str(config),
+                 "--scheduler", "local:1", "--quiet"]) == 0
+    assert f"report: {tmp_path / 'eval' / 'report.md'}" in capsys.readouterr().out
+    assert numbers(json.loads((tmp_path / "eval" / "report.json").read_text())) == numbers(local_report)
+
+
 class _DieOnceWritingAResult(distributed.WorkerPlugin):
     """Make the first worker that writes a classifier's result die half-way through writing it: half the JSON
     is in the temporary file, nothing is renamed (the marker file makes it happen once)."""
