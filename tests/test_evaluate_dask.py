@@ -21,7 +21,7 @@ from test_protocol import TINY
 
 distributed = pytest.importorskip("distributed")
 
-#: TINY with the arms that exercise every dependency (reference classifier -> generator -> selected patches).
+#: TINY with the arms that exercise every dependency (reference classifier -> gan -> sampling -> selected).
 SMALL = {**TINY, "arms": ["real", "classic", "classic+selected", "colour"]}
 
 
@@ -225,14 +225,15 @@ def test_a_bad_scheduler_is_a_one_line_error(store, tmp_path):
 @pytest.mark.parametrize("arms, expected", [
     (["real", "colour"], {"classifier-cell-0-real-seed-0": (), "colour-cell-0-colour-seed-0": ()}),
     (["real", "classic+selected"], {"classifier-cell-0-real-seed-0": (),
-                                    "generator-cell-0": ("classifier-cell-0-real-seed-0",),
-                                    "classifier-cell-0-classic+selected-seed-0": ("generator-cell-0",)}),
-    (["selected"], {"generator-cell-0": (),  # the reference classifier (real) is trained inside it
-                    "classifier-cell-0-selected-seed-0": ("generator-cell-0",)}),
+                                    "gan-cell-0": ("classifier-cell-0-real-seed-0",),
+                                    "sampling-cell-0": ("gan-cell-0",),
+                                    "classifier-cell-0-classic+selected-seed-0": ("sampling-cell-0",)}),
+    (["selected"], {"gan-cell-0": (),  # the reference classifier (real) is trained inside it
+                    "sampling-cell-0": ("gan-cell-0",), "classifier-cell-0-selected-seed-0": ("sampling-cell-0",)}),
     (["classic", "pseudo_label+selected"], {
-        "classifier-cell-0-classic-seed-0": (), "generator-cell-0": ("classifier-cell-0-classic-seed-0",),
-        "pseudo-labels-cell-0-seed-0": ("classifier-cell-0-classic-seed-0",),
-        "classifier-cell-0-pseudo_label+selected-seed-0": ("generator-cell-0", "pseudo-labels-cell-0-seed-0")}),
+        "classifier-cell-0-classic-seed-0": (), "gan-cell-0": ("classifier-cell-0-classic-seed-0",),
+        "sampling-cell-0": ("gan-cell-0",), "pseudo-labels-cell-0-seed-0": ("classifier-cell-0-classic-seed-0",),
+        "classifier-cell-0-pseudo_label+selected-seed-0": ("sampling-cell-0", "pseudo-labels-cell-0-seed-0")}),
 ])
 def test_each_task_waits_for_what_it_reads(arms, expected):
     tasks = cell_tasks(EvaluateConfig(arms=arms, seeds=[0]), 0)
@@ -241,12 +242,11 @@ def test_each_task_waits_for_what_it_reads(arms, expected):
     assert all(names.index(need) < names.index(task.name) for task in tasks for need in task.needs)
 
 
-@pytest.mark.parametrize("device, asked", [("cuda", {"classifier": {"GPU": 1}, "generator": {"GPU": 1},
-                                                      "pseudo-labels": {"GPU": 1}, "colour": None}),
-                                           ("cpu", dict.fromkeys(("classifier", "generator", "pseudo-labels",
-                                                                  "colour"))),
-                                           ("auto", dict.fromkeys(("classifier", "generator", "pseudo-labels",
-                                                                   "colour")))])
+KINDS = ("classifier", "gan", "sampling", "pseudo-labels", "colour")
+
+
+@pytest.mark.parametrize("device, asked", [("cuda", {**dict.fromkeys(KINDS, {"GPU": 1}), "colour": None}),
+                                           ("cpu", dict.fromkeys(KINDS)), ("auto", dict.fromkeys(KINDS))])
 def test_torch_tasks_ask_for_a_gpu_only_when_the_device_is_cuda(device, asked):
     config = EvaluateConfig(arms=["classic", "pseudo_label", "classic+selected", "colour"], seeds=[0],
                             device=device)
@@ -264,8 +264,8 @@ def test_dry_run_prints_the_tasks_of_each_kind_and_their_time(store, tmp_path, c
     assert json.loads(printed.out)["seeds"] == [0, 1]  # stdout is still the resolved config alone
     lines = {line.split()[0]: line.split() for line in printed.err.splitlines()[1:]}
     assert {kind: int(line[1]) for kind, line in lines.items()} == {
-        "classifier": 8, "colour": 2, "pseudo-labels": 2, "generator": 1, "total": 13}
-    assert printed.err.startswith("plan: 1 cell(s), 13 tasks") and not (tmp_path / "eval").exists()
+        "classifier": 8, "colour": 2, "pseudo-labels": 2, "gan": 1, "sampling": 1, "total": 14}
+    assert printed.err.startswith("plan: 1 cell(s), 14 tasks") and not (tmp_path / "eval").exists()
 
 
 class _OtherVersion(distributed.WorkerPlugin):

@@ -1,10 +1,11 @@
 """The evaluation on a Dask cluster: the task graph of ``bioaug.evaluate.graph`` submitted to a client.
 
 Each task runs on a worker the method the local path runs (``Evaluation.run_arm``, ``pseudo_labels``,
-``prepare_synthetic``), which reuses its result file when the key matches and otherwise writes it atomically, so
-a finished task is never recomputed on any scheduler, and a task lost with its worker leaves no half-written
-result: Dask runs it again elsewhere. Stores travel by path (``PatchStore.__reduce__``), so the input stores and
-the work directory must be on a filesystem every worker sees at the same path (checked by a probe first).
+``train_generator``, ``prepare_synthetic``), which reuses its result (a result file, a finished GAN run) when
+the key matches and otherwise writes it atomically, so a finished task is never recomputed on any scheduler,
+and a task lost with its worker leaves no half-written result: Dask runs it again elsewhere. Stores travel by
+path (``PatchStore.__reduce__``), so the input stores and the work directory must be on a filesystem every
+worker sees at the same path (the work directory is checked by a probe first).
 
 With ``device: cuda`` every torch task asks for the worker resource ``GPU=1`` (workers started with
 ``--resources GPU=1`` take them, one at a time each); with ``cpu`` or ``auto`` tasks go to any worker, and
@@ -33,24 +34,26 @@ def run_task(task: Task, store: PatchStore, config: EvaluateConfig, cell: Cell, 
              inputs: dict[str, Any]) -> dict[str, Any]:
     """Run one task on a worker, reusing its result file when it is finished.
 
-    ``inputs`` holds the results of the tasks it needs, by name. Returns the generator record (a generator), {}
-    (pseudo-labels, whose file the classifiers read), or the classifier's report row and its rows on each
-    external store.
+    ``inputs`` holds the results of the tasks it needs, by name. Returns what identifies the trained generator
+    (gan), the generator record (sampling), {} (pseudo-labels, whose file the classifiers read), or the
+    classifier's report row and its rows on each external store.
     """
     torch.set_num_threads(config.task_threads)
     evaluation = Evaluation(store, config, progress=False)
     evaluation.enter(cell, progress_bar(total=0, disable=True))
-    if task.kind == "generator":
-        return evaluation.prepare_synthetic(cell)[0]
+    if task.kind == "gan":
+        return evaluation.train_generator(cell)
+    if task.kind == "sampling":
+        return evaluation.prepare_synthetic(cell, inputs[Task("gan", task.cell).name])[0]
     if task.kind == "pseudo-labels":
         evaluation.pseudo_labels(cell, task.seed)
         return {}
     arm = ARMS[task.arm]
     stores: dict[str, PatchStore] = {}
     if arm.needs_generator:
-        stores = recorded_stores(inputs[Task("generator", task.cell).name]) or {}
+        stores = recorded_stores(inputs[Task("sampling", task.cell).name]) or {}
         if not stores:
-            raise StoreError(cell.directory, "the synthetic stores its generator task recorded changed before "
+            raise StoreError(cell.directory, "the synthetic stores its sampling task recorded changed before "
                                              f"arm {arm.name} could train on them; rerun to resume")
     row = evaluation.run_arm(cell, arm, task.seed, evaluation.extra(cell, arm, task.seed, stores))[0]
     return {"row": row, "external": {external.name: evaluation.test_external(cell, [row], external)
@@ -102,7 +105,7 @@ def run_on_cluster(client: Any, store: PatchStore, config: EvaluateConfig, cells
         done = {(task.arm, task.seed): values[task.name] for task in tasks
                 if task.cell == index and task.kind in ("classifier", "colour")}
         order = [done[(arm, seed)] for seed in config.seeds for arm in arm_order(config)]
-        results.append(([value["row"] for value in order], values.get(Task("generator", index).name),
+        results.append(([value["row"] for value in order], values.get(Task("sampling", index).name),
                         {external.name: [row for value in order for row in value["external"][external.name]]
                          for external in externals}))
     return results

@@ -4,9 +4,11 @@ Per cell (fold, draw, budget) the steps are those of ``Evaluation.run_cell``, ea
 
     classifier / colour   (arm, seed) of the arms with no extra patches: no dependencies, they start at once
     pseudo-labels (seed)  <- classifier (classic, seed): the pool patches it labels confidently
-    generator             <- classifier (reference arm, first seed): GAN on the budget (+ pseudo-labelled pool),
-                             sampling, selection and fidelity, all scored by that classifier
-    classifier (arm, seed) of the arms with extra patches <- the generator and / or pseudo-labels (seed)
+    gan                   <- classifier (reference arm, first seed), which labels the pool the GAN also
+                             learns from (or the ready synthetic store of the cell, taken as it is)
+    sampling              <- gan: synthetic patches drawn, selected and measured (fidelity) with the
+                             reference classifier as scorer and feature network
+    classifier (arm, seed) of the arms with extra patches <- sampling and / or pseudo-labels (seed)
 
 Kept free of torch (``--dry-run`` prints the plan without importing it); ``bioaug.evaluate.distributed`` runs
 the graph on Dask.
@@ -22,7 +24,7 @@ from .config import EvaluateConfig
 from .splits import Splits
 
 #: Task kinds, in the order the plan prints them.
-KINDS = ("classifier", "colour", "pseudo-labels", "generator")
+KINDS = ("classifier", "colour", "pseudo-labels", "gan", "sampling")
 
 # Rough costs on one CPU core, measured on this project's 2-core machine (torch 2.13, one thread):
 #: resnet10-w0.5 on 32 px patches without augmentation: 400 steps of batch 64 in 27.8 s
@@ -42,7 +44,8 @@ GAN_SECONDS_PER_IMAGE = 1 / 72.7
 
 @dataclass(frozen=True)
 class Task:
-    """One step of one cell: a classifier (arm, seed), the pseudo-labels of a seed, or the cell's generator."""
+    """One step of one cell: a classifier (arm, seed), the pseudo-labels of a seed, the cell's GAN or its
+    synthetic patches."""
 
     kind: str
     cell: int
@@ -87,19 +90,20 @@ def cell_tasks(config: EvaluateConfig, cell: int) -> list[Task]:
     """The tasks of one cell, each after those it needs."""
     plain = [arm for arm in config.arms if not ARMS[arm].sources]
     tasks = [_classifier(cell, arm, seed) for seed in config.seeds for arm in plain]
-    generator = None
+    sampling = None
     if config.uses_generator():
         reference = reference_arm(config)
-        needs = (_classifier(cell, reference, config.seeds[0]).name,) if reference in config.arms else ()
-        generator = Task("generator", cell, needs=needs)
-        tasks.append(generator)
+        gan = Task("gan", cell, needs=(_classifier(cell, reference, config.seeds[0]).name,)
+                   if reference in config.arms else ())  # else the gan task trains the reference itself
+        sampling = Task("sampling", cell, needs=(gan.name,))
+        tasks += [gan, sampling]
     pseudo = {}
     if any(ARMS[arm].needs_pool for arm in config.arms):
         pseudo = {seed: Task("pseudo-labels", cell, seed=seed, needs=(_classifier(cell, "classic", seed).name,))
                   for seed in config.seeds}
         tasks += pseudo.values()
     for seed, arm in itertools.product(config.seeds, [arm for arm in config.arms if arm not in plain]):
-        needs = ((generator.name,) if ARMS[arm].needs_generator and generator else ()) + (
+        needs = ((sampling.name,) if ARMS[arm].needs_generator and sampling else ()) + (
             (pseudo[seed].name,) if ARMS[arm].needs_pool else ())
         tasks.append(_classifier(cell, arm, seed, needs))
     return tasks
@@ -116,7 +120,8 @@ def plan_lines(store: PatchStore, config: EvaluateConfig) -> list[str]:
     """The plan in words: tasks of each kind over the cells and a rough time of one CPU core for each.
 
     The estimates come from the measured constants above, scaled by steps, batch and pixels; a GPU is many
-    times faster. Sampling, selection, fidelity and test-set predictions are left out (small beside training).
+    times faster. Colour baselines, sampling and test-set predictions are "small" (seconds to minutes beside
+    training, not estimated).
     """
     cells = planned_cells(config)
     tasks = cell_tasks(config, 0)
@@ -130,21 +135,21 @@ def plan_lines(store: PatchStore, config: EvaluateConfig) -> list[str]:
     plain = sum(task.kind == "classifier" for task in tasks) - classic
     pool = len(PatchStore(config.unlabelled)) * (1 - 1 / config.folds) if config.unlabelled else 0
     gan_seconds = 0.0
-    if counts["generator"]:
+    if counts["gan"]:
         gan = config.generator.resolve(store.patch_size)
         gan_seconds = gan.steps * gan.batch_size * GAN_SECONDS_PER_IMAGE * (store.patch_size / 32) ** 2
         if gan.time_budget:
             gan_seconds = min(gan_seconds, gan.time_budget)
     seconds = {"classifier": cells * per_classifier * (plain + classic * CLASSIC_RECIPE_FACTOR),
-               "colour": 0.0,
                "pseudo-labels": counts["pseudo-labels"] * pool * CLASSIFIER_SECONDS_PER_IMAGE * network
                * PREDICTION_FACTOR,
-               "generator": counts["generator"] * gan_seconds}
+               "gan": counts["gan"] * gan_seconds}
     lines = [f"plan: {cells} cell(s), {sum(counts.values())} tasks; rough time on one CPU core "
              "(constants in bioaug/evaluate/graph.py; a GPU is many times faster):"]
     for kind in KINDS:
         if counts[kind]:
-            lines.append(f"  {kind:<14} {counts[kind]:>5} tasks  {_duration(seconds[kind]):>9}")
+            estimate = _duration(seconds[kind]) if kind in seconds else "small"
+            lines.append(f"  {kind:<14} {counts[kind]:>5} tasks  {estimate:>9}")
     lines.append(f"  {'total':<14} {sum(counts.values()):>5} tasks  {_duration(sum(seconds.values())):>9}")
     return lines
 

@@ -487,25 +487,35 @@ class Evaluation:
                        "pseudo_labelled": dict(zip(self.store.class_names, map(int, counts))),
                        "unlabelled_rows": int((labels < 0).sum()), "pool_patches": int(len(cell.pool))}
 
-    def prepare_synthetic(self, cell: Cell) -> tuple[dict[str, Any], dict[str, PatchStore]]:
-        """Train (or take) the cell's generator, draw and select synthetic patches, measure their fidelity.
+    def train_generator(self, cell: Cell) -> dict[str, Any]:
+        """Train (or take) the cell's generator, checked for leakage; returns ``{"source": what identifies it,
+        "pool": the pool patches it learnt from}`` (JSON, so a Dask task can hand it on)."""
+        model = self.reference_model(cell)
+        if cell.ready is not None:
+            return {"source": {"generator": str(cell.ready.path), "ready_store_sha256": cell.ready.content_hash},
+                    "pool": {"pool": None}}
+        gan_store, pool_record = self.generator_store(cell, model)
+        gan_config = dataclasses.replace(self.config.generator, seed=self.config.split_seed,
+                                         device=self.config.device)
+        run = train_gan(gan_store, gan_run_directory(cell.directory, gan_store, gan_config), gan_config,
+                        progress=self.progress)
+        _check_generator(_gan_slides(run), cell, run)
+        return {"source": {"generator": str(run), "checkpoint_sha256": sha256_file(run / "checkpoint.pt")},
+                "pool": pool_record}
 
+    def prepare_synthetic(self, cell: Cell, generator: dict[str, Any] | None = None
+                          ) -> tuple[dict[str, Any], dict[str, PatchStore]]:
+        """Draw and select synthetic patches from the cell's generator and measure their fidelity.
+
+        ``generator`` is ``train_generator``'s result when that ran apart (a Dask task); otherwise it runs here.
         Returns the generator record (hashes, pool, leakage check, fidelity) and {"synthetic": store,
         "selected": store}.
         """
         config = self.config
         synthetic_dir, selected_dir = cell.directory / "synthetic", cell.directory / "selected"
         model = self.reference_model(cell)
-        pool_record: dict[str, Any] = {"pool": None}
-        if cell.ready is None:
-            gan_store, pool_record = self.generator_store(cell, model)
-            gan_config = dataclasses.replace(config.generator, seed=config.split_seed, device=config.device)
-            run = train_gan(gan_store, gan_run_directory(cell.directory, gan_store, gan_config), gan_config,
-                            progress=self.progress)
-            _check_generator(_gan_slides(run), cell, run)
-            source = {"generator": str(run), "checkpoint_sha256": sha256_file(run / "checkpoint.pt")}
-        else:
-            source = {"generator": str(cell.ready.path), "ready_store_sha256": cell.ready.content_hash}
+        generator = generator or self.train_generator(cell)
+        source, pool_record = generator["source"], generator["pool"]
         augment_config = dataclasses.replace(config.augment, seed=config.split_seed, device=config.device,
                                              sheets=False)
         feature_sha = state_dict_sha256(model)
