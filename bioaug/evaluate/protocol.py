@@ -33,6 +33,8 @@ Work layout under ``out/work`` (deterministic, so a rerun resumes and finished w
 
 Every result file carries a key of everything it depends on (settings and input hashes) and is reused only
 when the key matches. The report (``report.md``, ``report.json``, ``table.tex``, PNGs) goes into ``out``.
+With a Dask client or ``scheduler`` the same steps run as tasks on the cluster's workers
+(``bioaug.evaluate.graph`` and ``distributed``), and the report is the same.
 """
 from __future__ import annotations
 
