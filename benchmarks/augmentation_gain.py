@@ -3,14 +3,15 @@
 Tiles CRCHistoPhenotypes twice into a work directory outside the repository (once; reruns reuse the stores):
 with its annotated nuclei (``--label-by points``) and, for the unlabelled pool, with the nuclei bioaug's own
 detector finds (``--label-by none``, never the annotated centres). Then runs ``bioaug evaluate`` with
-``pipelines/crc-nuclei-quick.yaml``: each fold in its own process (``--parallel``, one torch thread each, so
-two folds use both cores), then once more over all folds, which reuses every finished result and writes the
-report. Interrupted runs resume. The report is copied into ``docs/results/crc-nuclei-quick/`` and the
+``pipelines/crc-nuclei-quick.yaml`` on a Dask cluster (``--scheduler``, by default ``local:2``: two worker
+processes of one torch thread each, so the tasks of both folds keep both cores busy), which writes the report.
+Interrupted runs resume. The report is copied into ``docs/results/crc-nuclei-quick/`` and the
 macro-F1 table printed; the copies name paths relative to the repository.
 
 Usage::
 
-    python benchmarks/augmentation_gain.py [--data DIR] [--work DIR] [--config FILE] [--set KEY=VALUE ...]
+    python benchmarks/augmentation_gain.py [--data DIR] [--work DIR] [--config FILE] [--set KEY=VALUE ...] \
+        [--scheduler local:2|ADDRESS]
 
 ``--set`` overrides config options (YAML values), e.g. ``--set 'classifier={steps: 20}'`` for a smoke run.
 """
@@ -19,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -54,28 +53,6 @@ def crc_stores(data: Path, work: Path, workers: int) -> tuple[PatchStore, PatchS
     return stores[0], stores[1]
 
 
-def run_folds_in_parallel(values: dict, store: Path, out: Path, folds: list[int], workers: int) -> None:
-    """Run each fold of the evaluation in its own process, ``workers`` at a time (one torch thread each)."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    pending = list(folds)
-    running: list[tuple[int, subprocess.Popen]] = []
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    while pending or running:
-        while pending and len(running) < workers:
-            fold = pending.pop(0)
-            profile = out / "logs" / f"fold-{fold}.yaml"
-            profile.write_text(yaml.safe_dump({**values, "run_folds": [fold]}))
-            command = [sys.executable, "-m", "bioaug.cli", "evaluate", str(store), "--out", str(out),
-                       "--config", str(profile)]
-            with open(logs / f"fold-{fold}.log", "a") as log_file:
-                running.append((fold, subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                                       env=environment)))
-        fold, process = running.pop(0)
-        if process.wait() != 0:
-            sys.exit(f"fold {fold} failed: see {logs / f'fold-{fold}.log'}")
-
-
 def relative_paths(results: Path) -> None:
     """Rewrite the copied report's paths relative to the repository (``../`` for its neighbours), so that the
     committed results name no one's home directory."""
@@ -99,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "results" / "crc-nuclei-quick",
                         help="where the report is copied")
     parser.add_argument("--workers", type=int, default=2, help="tiling worker processes")
-    parser.add_argument("--parallel", type=int, default=2, help="folds evaluated at once, one process each")
+    parser.add_argument("--scheduler", default="local:2", help="Dask scheduler of the evaluation: local:N worker "
+                                                                "processes of one thread, or an address")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # one line per finished classifier
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # not every worker and connection of the cluster
     if not (args.data / "images").is_dir() or not (args.data / "nuclei_labels.csv").is_file():
         sys.exit(f"CRCHistoPhenotypes not found at {args.data} (expected images/ and nuclei_labels.csv); "
                  "pass its location with --data")
@@ -112,11 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         values[key] = yaml.safe_load(value)
     store, pool = crc_stores(args.data, args.work, args.workers)
     values["unlabelled"] = str(pool.path)
+    values["scheduler"] = args.scheduler
     config = build_config(EvaluateConfig, values, source=args.config)
-    out = args.work / "evaluation"
-    if args.parallel > 1 and len(config.fold_indices()) > 1:
-        run_folds_in_parallel(values, store.path, out, config.fold_indices(), args.parallel)
-    report = run_evaluation(store, out, config)
+    report = run_evaluation(store, args.work / "evaluation", config)
 
     args.results.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES.values():

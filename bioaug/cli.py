@@ -118,11 +118,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     store = PatchStore(args.store)
     config = resolve_config(EvaluateConfig, args)  # the (key, store) pairs of --synthetic become its dict
     if args.dry_run:
+        from .evaluate.graph import plan_lines
+
         _print_config(config)
+        print("\n".join(plan_lines(store, config)), file=sys.stderr)  # stdout stays the config's JSON
         return 0
     from .evaluate.protocol import run_evaluation
 
-    out = run_evaluation(store, args.out, config, progress=not args.quiet)
+    out = run_evaluation(store, args.out, config, progress=not args.quiet)  # on Dask with --scheduler
     print(f"report: {out / 'report.md'} (also report.json, table.tex and figures in {out})")
     return 0
 

@@ -310,6 +310,11 @@ class PatchStore:
         lookup = {name: index for index, name in enumerate(self.class_names)}
         self.labels = np.asarray([lookup.get(name, -1) for name in self.manifest["label"]], dtype=np.int64)
 
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        """A store travels to other processes (Dask workers) by path, not by its images: the receiver reopens
+        it from the shared filesystem and refuses it unless it has the same contents."""
+        return _reopen, (str(self.path), self.content_hash)
+
     @property
     def class_names(self) -> list[str]:
         return list(self.header.class_names)
@@ -391,6 +396,15 @@ class PatchStore:
     def content_hash(self) -> str:
         """The content hash recorded at finalize; identifies exactly which patches a model saw."""
         return self.header.content_sha256 or self.compute_content_hash()
+
+
+def _reopen(path: str, content_hash: str) -> PatchStore:
+    """The store at ``path``, which must still hold ``content_hash`` (the other side of pickling a store)."""
+    store = PatchStore(path)
+    if store.content_hash != content_hash:
+        raise StoreError(path, f"changed while in use: content hash {store.content_hash[:12]}, expected "
+                               f"{content_hash[:12]}")
+    return store
 
 
 def subset_store(store: PatchStore, indices: Sequence[int], out: str | Path, *, provenance: dict[str, Any],

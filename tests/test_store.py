@@ -174,3 +174,19 @@ def test_training_refuses_a_store_whose_data_changed(tmp_path):
     with pytest.raises(StoreError, match="does not match the SHA-256"):
         train(tmp_path / "s", tmp_path / "run", config, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_store_pickles_by_path_and_is_refused_when_its_contents_changed(tmp_path):
+    import pickle
+    import shutil
+
+    store = make_disc_store(tmp_path / "store")
+    data = pickle.dumps(store)
+    assert len(data) < 1000  # the path and the content hash, not the images
+    again = pickle.loads(data)
+    assert again.content_hash == store.content_hash and np.array_equal(again.images(), store.images())
+    shutil.rmtree(tmp_path / "store")
+    make_disc_store(tmp_path / "store", seed=9)  # another store at the same path
+    with pytest.raises(StoreError, match="changed while in use") as error:
+        pickle.loads(data)
+    assert str(tmp_path / "store") in str(error.value) and "\n" not in str(error.value)

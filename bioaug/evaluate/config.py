@@ -69,6 +69,9 @@ class EvaluateConfig:
                                                   "stores that name their classes otherwise")
     device: str = option("auto", "where to train: CUDA (with mixed precision) when present with auto",
                          choices=DEVICES)
+    scheduler: str | None = option(None, "run the cells' tasks on Dask: a dask.distributed scheduler address "
+                                         "(tcp://host:8786), or local:N for a local cluster of N worker processes")
+    task_threads: int = option(1, "torch threads of each Dask task (with scheduler)")
     classifier: ClassifierConfig = option(ClassifierConfig(), "the classifier every network arm trains "
                                                               "(its seed and augmentation are set per arm)")
     generator: TrainConfig = option(TrainConfig(steps=5000), "the GAN trained per fold and budget")
@@ -115,6 +118,10 @@ class EvaluateConfig:
             raise ConfigError("pseudo_label_threshold", f"must lie in [0, 1], got {self.pseudo_label_threshold}")
         if not 0 < self.validation_fraction < 1:
             raise ConfigError("validation_fraction", f"must be in (0, 1), got {self.validation_fraction}")
+        if self.scheduler is not None and not self.scheduler.strip():
+            raise ConfigError("scheduler", "must not be empty")
+        if self.task_threads < 1:
+            raise ConfigError("task_threads", f"need at least 1 thread per task, got {self.task_threads}")
         if self.device not in DEVICES:
             raise ConfigError("device", f"{self.device!r} is not one of {', '.join(DEVICES)}")
         for section in (self.classifier, self.generator, self.augment):

@@ -33,15 +33,17 @@ Work layout under ``out/work`` (deterministic, so a rerun resumes and finished w
 
 Every result file carries a key of everything it depends on (settings and input hashes) and is reused only
 when the key matches. The report (``report.md``, ``report.json``, ``table.tex``, PNGs) goes into ``out``.
+With a Dask client or ``scheduler`` the same steps run as tasks on the cluster's workers
+(``bioaug.evaluate.graph`` and ``distributed``), and the report is the same.
 """
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ from torch import nn
 
 from ..classify import (extract_features, load_classifier, predict_proba, save_classifier, state_dict_sha256,
                         train_classifier)
+from ..cluster import connect
 from ..config import config_to_dict
 from ..errors import CheckpointError, ConfigError, StoreError
 from ..gan import train as train_gan
@@ -63,6 +66,7 @@ from .arms import ARMS, REFERENCE_ARMS, Arm
 from .baselines import colour_baseline
 from .config import EvaluateConfig
 from .fidelity import fidelity_metrics
+from .graph import cell_keys, reference_arm
 from .leakage import check_generator_leakage, generator_training_slides
 from .external import ExternalSet, open_external
 from .metrics import classification_metrics, group_confusion, metric_from_confusion
@@ -212,9 +216,7 @@ def plan(store: PatchStore, config: EvaluateConfig, work: Path) -> list[Cell]:
         check_pool(unlabelled, store, config.unlabelled)
     hashes = slide_hashes(store)
     cells = []
-    for fold, draw, budget in itertools.product(config.fold_indices(), config.budget_draws, config.budgets):
-        if draw != config.budget_draws[0] and splits.budget_groups(fold, draw, budget) == splits.orders[fold][draw]:
-            continue  # a budget that labels every training group is the same cell in every draw
+    for fold, draw, budget in cell_keys(splits, config):
         train, test = splits.fold_indices(groups, fold)
         check_disjoint_groups(groups, train, test, "fold")
         test_slides = set(map(str, store.slides[test]))
@@ -275,6 +277,20 @@ class Evaluation:
 
     def run_cell(self, cell: Cell, bar: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """Rows of every (arm, seed) of ``cell`` and its generator record (None without generator arms)."""
+        self.enter(cell, bar)
+        generator, stores = None, {}
+        if self.config.uses_generator():
+            generator, stores = self.prepare_synthetic(cell)
+        rows = []
+        for seed in self.config.seeds:
+            for name in arm_order(self.config):
+                arm = ARMS[name]
+                rows.append(self.run_arm(cell, arm, seed, self.extra(cell, arm, seed, stores))[0])
+        return rows, generator
+
+    def enter(self, cell: Cell, bar: Any) -> None:
+        """Load ``cell``'s training and test patches and validation splits: every step of the cell uses them
+        (``bar`` is advanced once per classifier)."""
         self.models.clear()
         groups = _groups(self.store, self.config.group_by)
         self.train = (self.store.images(cell.train), self.store.labels[cell.train])
@@ -292,18 +308,12 @@ class Evaluation:
             everything = np.arange(len(cell.train))
             self.data = {seed: (everything, everything[:0]) for seed in self.config.seeds}
 
-        generator, stores = None, {}
-        if self.config.uses_generator():
-            generator, stores = self.prepare_synthetic(cell)
-        rows = []
-        for seed in self.config.seeds:
-            for name in sorted(self.config.arms, key=lambda arm: arm not in KEPT_MODELS):
-                arm = ARMS[name]
-                parts = [self.pseudo_labels(cell, seed) if source == "pseudo" else
-                         Extra(stores[source].images(), stores[source].labels, stores[source].content_hash)
-                         for source in arm.sources]
-                rows.append(self.run_arm(cell, arm, seed, _pooled(parts))[0])
-        return rows, generator
+    def extra(self, cell: Cell, arm: Arm, seed: int, stores: dict[str, PatchStore]) -> Extra | None:
+        """The patches ``arm`` adds to every batch with ``seed``: pseudo-labelled pool patches and the synthetic
+        ``stores`` it names, pooled."""
+        return _pooled([self.pseudo_labels(cell, seed) if source == "pseudo" else
+                        Extra(stores[source].images(), stores[source].labels, stores[source].content_hash)
+                        for source in arm.sources])
 
     def run_arm(self, cell: Cell, arm: Arm, seed: int, extra: Extra | None, *,
                 count: bool = True) -> tuple[dict[str, Any], nn.Module | None]:
@@ -384,8 +394,7 @@ class Evaluation:
 
     def reference_model(self, cell: Cell) -> nn.Module:
         """The first seed's classic classifier (real when classic is not run): scorer and feature network."""
-        name = next(arm for arm in REFERENCE_ARMS if arm in self.config.arms or arm == "real")
-        return self.model(cell, name, self.config.seeds[0])
+        return self.model(cell, reference_arm(self.config), self.config.seeds[0])
 
     # -- external test stores ---------------------------------------------------------------------------------------
 
@@ -480,25 +489,35 @@ class Evaluation:
                        "pseudo_labelled": dict(zip(self.store.class_names, map(int, counts))),
                        "unlabelled_rows": int((labels < 0).sum()), "pool_patches": int(len(cell.pool))}
 
-    def prepare_synthetic(self, cell: Cell) -> tuple[dict[str, Any], dict[str, PatchStore]]:
-        """Train (or take) the cell's generator, draw and select synthetic patches, measure their fidelity.
+    def train_generator(self, cell: Cell) -> dict[str, Any]:
+        """Train (or take) the cell's generator, checked for leakage; returns ``{"source": what identifies it,
+        "pool": the pool patches it learnt from}`` (JSON, so a Dask task can hand it on)."""
+        model = self.reference_model(cell)
+        if cell.ready is not None:
+            return {"source": {"generator": str(cell.ready.path), "ready_store_sha256": cell.ready.content_hash},
+                    "pool": {"pool": None}}
+        gan_store, pool_record = self.generator_store(cell, model)
+        gan_config = dataclasses.replace(self.config.generator, seed=self.config.split_seed,
+                                         device=self.config.device)
+        run = train_gan(gan_store, gan_run_directory(cell.directory, gan_store, gan_config), gan_config,
+                        progress=self.progress)
+        _check_generator(_gan_slides(run), cell, run)
+        return {"source": {"generator": str(run), "checkpoint_sha256": sha256_file(run / "checkpoint.pt")},
+                "pool": pool_record}
 
+    def prepare_synthetic(self, cell: Cell, generator: dict[str, Any] | None = None
+                          ) -> tuple[dict[str, Any], dict[str, PatchStore]]:
+        """Draw and select synthetic patches from the cell's generator and measure their fidelity.
+
+        ``generator`` is ``train_generator``'s result when that ran apart (a Dask task); otherwise it runs here.
         Returns the generator record (hashes, pool, leakage check, fidelity) and {"synthetic": store,
         "selected": store}.
         """
         config = self.config
         synthetic_dir, selected_dir = cell.directory / "synthetic", cell.directory / "selected"
         model = self.reference_model(cell)
-        pool_record: dict[str, Any] = {"pool": None}
-        if cell.ready is None:
-            gan_store, pool_record = self.generator_store(cell, model)
-            gan_config = dataclasses.replace(config.generator, seed=config.split_seed, device=config.device)
-            run = train_gan(gan_store, gan_run_directory(cell.directory, gan_store, gan_config), gan_config,
-                            progress=self.progress)
-            _check_generator(_gan_slides(run), cell, run)
-            source = {"generator": str(run), "checkpoint_sha256": sha256_file(run / "checkpoint.pt")}
-        else:
-            source = {"generator": str(cell.ready.path), "ready_store_sha256": cell.ready.content_hash}
+        generator = generator or self.train_generator(cell)
+        source, pool_record = generator["source"], generator["pool"]
         augment_config = dataclasses.replace(config.augment, seed=config.split_seed, device=config.device,
                                              sheets=False)
         feature_sha = state_dict_sha256(model)
@@ -506,7 +525,7 @@ class Evaluation:
                            "augment": config_to_dict(augment_config), "arms": sorted(config.arms)})
         record = _read_json(cell.directory / "synthetic.json")
         if record is not None and record.get("key") == key:
-            stores = _recorded_stores(record)
+            stores = recorded_stores(record)
             if stores is not None:
                 return record, stores
 
@@ -560,6 +579,11 @@ class Evaluation:
         return record, stores
 
 
+def arm_order(config: EvaluateConfig) -> list[str]:
+    """The arms in the order a cell runs them for each seed: those whose networks later steps reuse first."""
+    return sorted(config.arms, key=lambda arm: arm not in KEPT_MODELS)
+
+
 def _pooled(parts: list[Extra]) -> Extra | None:
     """One arm's extra patches from its sources: the single one as it is, several pooled (hash of their hashes)."""
     if len(parts) < 2:
@@ -568,7 +592,7 @@ def _pooled(parts: list[Extra]) -> Extra | None:
                  sha256_json([part.sha256 for part in parts]))
 
 
-def _recorded_stores(record: dict[str, Any]) -> dict[str, PatchStore] | None:
+def recorded_stores(record: dict[str, Any]) -> dict[str, PatchStore] | None:
     """The stores a generator record names, opened, or None unless each is complete with the recorded contents."""
     try:
         stores = {name: PatchStore(path) for name, path in record.get("stores", {}).items()}
@@ -636,14 +660,35 @@ def _protocol(store: PatchStore, config: EvaluateConfig) -> dict[str, Any]:
     }
 
 
+#: What running one cell gives: its report rows, its generator record (None without generator arms) and its
+#: rows on each external store, by name.
+CellResult = tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, list[dict[str, Any]]]]
+
+
+def run_cells(evaluation: Evaluation, cells: list[Cell], externals: list[ExternalSet],
+              progress: bool) -> list[CellResult]:
+    """Run the cells one after the other in this process."""
+    bar = progress_bar(total=len(cells) * len(evaluation.config.seeds) * len(evaluation.config.arms),
+                       desc="evaluate", unit="run", disable=not progress)
+    results = []
+    for cell in cells:
+        rows, generator = evaluation.run_cell(cell, bar)
+        results.append((rows, generator, {external.name: evaluation.test_external(cell, rows, external)
+                                          for external in externals}))
+    bar.close()
+    return results
+
+
 def run_evaluation(store: PatchStore | str | Path, out: str | Path, config: EvaluateConfig | None = None, *,
-                   progress: bool = True) -> Path:
+                   client: Any = None, progress: bool = True) -> Path:
     """Run the evaluation protocol on ``store`` and write the report into ``out``; returns ``out``.
 
     Every check (the stores' file hashes, options, group column, unlabelled pool, external stores, ready
     synthetic stores, generator leakage) runs before the first classifier or generator is trained. Rerunning the same command resumes: finished
     generators, synthetic stores and classifier results under ``out/work`` are reused when their inputs are
-    unchanged.
+    unchanged. With a ``dask.distributed`` ``client`` (or ``config.scheduler``) the cells' steps run as tasks
+    on its workers (``bioaug.evaluate.distributed``), which must see ``out`` at the same path; the report is
+    the same.
     """
     store = store if isinstance(store, PatchStore) else PatchStore(store)
     config = config or EvaluateConfig()
@@ -655,20 +700,27 @@ def run_evaluation(store: PatchStore | str | Path, out: str | Path, config: Eval
     cells = plan(store, config, out / "work")
     externals = [open_external(name, path, store, pool, config.external_classes)
                  for name, path in config.external.items()]
+    if client is not None and config.scheduler is not None:
+        raise ConfigError("--scheduler", "give one of client or scheduler")
+    with ExitStack() as stack:
+        if config.scheduler is not None:
+            client = stack.enter_context(connect(config.scheduler))
+        if client is None:
+            results = run_cells(Evaluation(store, config, progress), cells, externals, progress)
+        else:
+            from .distributed import run_on_cluster
+
+            results = run_on_cluster(client, store, config, cells, externals, out / "work", progress)
     external_rows: dict[str, list[dict[str, Any]]] = {external.name: [] for external in externals}
-    evaluation = Evaluation(store, config, progress)
     rows: list[dict[str, Any]] = []
     fidelity: dict[str, Any] = {}
     leakage: dict[str, Any] = {}
     generators: dict[str, Any] = {}
     samples = None
-    bar = progress_bar(total=len(cells) * len(config.seeds) * len(config.arms), desc="evaluate", unit="run",
-                       disable=not progress)
-    for cell in cells:
-        cell_rows, generator = evaluation.run_cell(cell, bar)
+    for cell, (cell_rows, generator, cell_external) in zip(cells, results):
         rows += cell_rows
-        for external in externals:
-            external_rows[external.name] += evaluation.test_external(cell, cell_rows, external)
+        for name, tested in cell_external.items():
+            external_rows[name] += tested
         if generator is None:
             continue
         fidelity.update({f"{cell.name}, {name}": dict(sorted(values.items()))
@@ -681,7 +733,6 @@ def run_evaluation(store: PatchStore | str | Path, out: str | Path, config: Eval
             rng = np.random.default_rng(config.split_seed)
             samples = (_sample_patches(cell.train_store, rng),
                        _sample_patches(PatchStore(generator["stores"]["synthetic"]), rng))
-    bar.close()
     split_file = Path(config.splits) if config.splits else out / "splits.json"
     inputs = {"store": str(store.path.resolve()), "store_sha256": store.content_hash,
               "splits": str(split_file.resolve()), "splits_sha256": sha256_file(split_file)}

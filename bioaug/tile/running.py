@@ -8,19 +8,17 @@ atomically; a rerun skips chunks whose shard exists with the same inputs, whiche
 pictures and QuPath files and seals the store header.
 
 On Dask the store must be on a filesystem every worker sees at the same path, and every worker must have
-bioaug installed: a probe checks both on every worker before any chunk is submitted.
+bioaug installed: a probe (``bioaug.cluster``) checks both on every worker before any chunk is submitted.
 """
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import socket
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..cluster import connect, probe_workers, worker_memory
 from ..config import config_to_dict
 from ..errors import ConfigError, SlideError, StoreError
 from ..gan.config import MIN_PATCH_SIZE, trainable_patch_size
@@ -73,7 +71,7 @@ def tile(slides: Sequence[str | Path], out: str | Path, config: TileConfig | Non
         with ExitStack() as stack:
             if config.scheduler is not None:
                 client = stack.enter_context(connect(config.scheduler))
-            memory = dask_worker_memory(client) if client is not None else None
+            memory = worker_memory(client) if client is not None else None
             source = make_label_source(config)
             old = read_header(out) if (out / HEADER_NAME).is_file() else None
             plans, class_names = preflight(slides, out, config, source, tissue_masker, memory,
@@ -87,7 +85,7 @@ def tile(slides: Sequence[str | Path], out: str | Path, config: TileConfig | Non
                     log.warning("%s: no tissue found; it gives no patches", plan.path)
             header = _header(out, old, config, plans, class_names, source.inputs())
             if client is not None:
-                probe_workers(client, out)
+                probe_workers(client, out / SHARDS_DIR, "bioaug.tile.chunks", "the store")
                 executor = client.get_executor(pure=False)
             writer = StoreWriter(out, header)
             remove_unplanned_shards(out, plans)
@@ -204,86 +202,3 @@ def run_jobs(jobs: list[ChunkJob], workers: int, executor: Executor | None, prog
                         future.cancel()
     finally:
         bar.close()
-
-
-def connect(scheduler: str) -> Any:
-    """A ``dask.distributed.Client`` for ``--scheduler``: an address, or ``local:N`` for a ``LocalCluster`` of N
-    single-threaded worker processes on this machine (closed with the client)."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise ConfigError("--scheduler", "needs dask.distributed: pip install 'bioaug[dask]'") from None
-    if scheduler.startswith("local:"):
-        count = scheduler.partition(":")[2]
-        if not count.isdigit() or int(count) < 1:
-            raise ConfigError("--scheduler", f"local:N needs a number of workers N >= 1, got {scheduler!r}")
-        cluster = LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True,
-                               dashboard_address="127.0.0.1:0", host="127.0.0.1")
-        return _ClosingClient(Client(cluster), cluster)
-    try:
-        return _ClosingClient(Client(scheduler, timeout="30s"), None)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise ConfigError("--scheduler", f"cannot reach a Dask scheduler at {scheduler} ({exc})") from None
-
-
-class _ClosingClient:
-    """Context manager yielding a client and closing it (and a cluster it started) afterwards."""
-
-    def __init__(self, client: Any, cluster: Any) -> None:
-        self.client, self.cluster = client, cluster
-
-    def __enter__(self) -> Any:
-        return self.client
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-
-
-def dask_worker_memory(client: Any) -> float | None:
-    """The smallest memory limit among the cluster's workers (bytes), or None when they set none."""
-    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info().get("workers", {}).values()]
-    return float(min(limits)) if limits and min(limits) > 0 else None
-
-
-def _probe(store: str) -> str:
-    """Run on a worker: import bioaug and create, then remove, a file in the store's shard directory."""
-    import bioaug.tile.chunks  # noqa: F401  (the module chunks run from)
-
-    probe = Path(store) / SHARDS_DIR / f".probe-{socket.gethostname()}-{os.getpid()}"
-    try:
-        probe.write_text("bioaug worker probe\n")
-        probe.unlink()
-    except OSError as exc:
-        return f"cannot write to {probe.parent} ({exc.strerror or exc})"
-    return ""
-
-
-def probe_workers(client: Any, store: Path) -> None:
-    """Check that every Dask worker imports bioaug and can write into the store; one-line error otherwise.
-
-    The store's shard directory is created for the probe and, if it was new, removed again afterwards (the
-    store writer then creates it), so a failed probe leaves nothing behind.
-    """
-    workers = sorted(client.scheduler_info().get("workers", {}))
-    if not workers:
-        raise ConfigError("--scheduler", "the Dask cluster has no workers")
-    created = not (store / SHARDS_DIR).exists()
-    (store / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
-    try:
-        _check_probes(store, workers, client.run(_probe, str(store.resolve()), on_error="return"))
-    finally:
-        if created:
-            shutil.rmtree(store / SHARDS_DIR, ignore_errors=True)
-
-
-def _check_probes(store: Path, workers: list[str], results: dict[str, Any]) -> None:
-    for worker in workers:
-        result = results.get(worker, "did not answer the probe")
-        if isinstance(result, BaseException):
-            result = (f"cannot import bioaug ({type(result).__name__}: {result}); install bioaug on every worker"
-                      if isinstance(result, ImportError) else f"probe failed ({type(result).__name__}: {result})")
-        if result:
-            raise StoreError(store, f"Dask worker {worker}: {result}; the store must be on a filesystem every "
-                                    f"worker can write at the same path")
