@@ -1,4 +1,5 @@
-"""Second-edition GAN: presets by name, residual networks, LeCam, unlabelled rows and the time budget."""
+"""Second- and third-edition GAN: presets by name, residual and FastGAN networks, LeCam, unlabelled rows and the
+time budget."""
 from __future__ import annotations
 
 import copy
@@ -15,6 +16,7 @@ from bioaug.errors import ConfigError
 from bioaug.gan import PRESETS, TrainConfig, generate, load_checkpoint, load_generator, train
 from bioaug.gan.data import Batch, ClassBalancedSampler
 from bioaug.gan.distributed import Context
+from bioaug.gan.fastgan import FastDiscriminator, FastGenerator
 from bioaug.gan.losses import LeCam
 from bioaug.gan.networks import build_discriminator, build_generator
 from bioaug.gan.residual import ResidualDiscriminator, ResidualGenerator
@@ -37,11 +39,15 @@ def mixed_store(path: Path, *, unlabelled: int = 24, patch_size: int = 32) -> Pa
 
 # -- the registry ----------------------------------------------------------------------------------------------
 
-def test_both_presets_are_registered_and_build_their_networks():
-    assert {"plain", "resnet"} <= set(PRESETS)
-    config = tiny(preset="resnet").resolve(32)
-    assert isinstance(build_generator(config, 3, 32), ResidualGenerator)
-    assert isinstance(build_discriminator(config, 3, 32), ResidualDiscriminator)
+@pytest.mark.parametrize("preset, generator, discriminator", [
+    ("resnet", ResidualGenerator, ResidualDiscriminator),
+    ("fastgan", FastGenerator, FastDiscriminator),
+])
+def test_every_preset_is_registered_and_builds_its_networks(preset, generator, discriminator):
+    assert {"plain", "resnet", "fastgan"} <= set(PRESETS)
+    config = tiny(preset=preset).resolve(32)
+    assert isinstance(build_generator(config, 3, 32), generator)
+    assert isinstance(build_discriminator(config, 3, 32), discriminator)
 
 
 @pytest.mark.parametrize("make", [
@@ -61,7 +67,7 @@ def test_an_unknown_generator_name_on_the_command_line_exits_2_before_training(d
     out = tmp_path / "run"
     assert main(["train", str(disc_store.path), "--out", str(out), "--preset", "nope"]) == EXIT_BAD_INPUT
     error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "plain" in error and "resnet" in error
+    assert len(error.splitlines()) == 1 and all(name in error for name in ("plain", "resnet", "fastgan"))
     assert not out.exists()
 
 
@@ -82,7 +88,50 @@ def test_residual_networks_follow_the_patch_size(size, stages):
         assert not torch.allclose(generator(z, torch.tensor([0, 0])), generator(z, torch.tensor([1, 1])))
 
 
-@pytest.mark.parametrize("preset, size", [("plain", 32), ("resnet", 32), ("resnet", 64), ("resnet", 128)])
+# -- FastGAN networks ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size, stages", [(32, 4), (64, 5), (128, 6)])
+def test_fastgan_networks_follow_the_patch_size_and_excite_every_stage_from_16_px(size, stages):
+    generator = FastGenerator(3, size, z_dim=16, channels=4, max_channels=16)
+    discriminator = FastDiscriminator(3, size, channels=4, max_channels=16)
+    labels = torch.tensor([0, 1, 2, 1])
+    images = generator(torch.randn(4, 16), labels)
+    assert images.shape == (4, 3, size, size) and images.abs().max() <= 1
+    assert len(generator.norms) == stages and len(generator.excitations) == stages - 2  # 16 px and finer
+    assert discriminator(images, labels).shape == (4,)
+    scores, reconstruction = discriminator(images, labels, reconstruct=2)
+    assert scores.shape == (4,) and reconstruction.shape == () and reconstruction > 0
+    with torch.no_grad():
+        generator.eval()
+        z = torch.randn(2, 16)
+        assert not torch.allclose(generator(z, torch.tensor([0, 0])), generator(z, torch.tensor([1, 1])))
+
+
+def test_fastgan_reconstruction_trains_the_decoders_from_the_reals_only():
+    discriminator = FastDiscriminator(3, 32, channels=4, max_channels=16)
+    reals, fakes = torch.rand(3, 3, 32, 32) * 2 - 1, torch.rand(3, 3, 32, 32) * 2 - 1
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    _, loss = discriminator(torch.cat([reals, fakes]), labels, reconstruct=3)
+    loss.backward()
+    decoders = [p for name, p in discriminator.named_parameters() if name.startswith("decode_")]
+    assert decoders and all(p.grad is not None and p.grad.abs().sum() > 0 for p in decoders)
+    assert discriminator.embed.parametrizations.weight.original.grad is None  # the class plays no part
+    torch.manual_seed(0)
+    _, alone = discriminator(reals, labels[:3], reconstruct=3)
+    torch.manual_seed(0)
+    _, mixed = discriminator(torch.cat([reals, fakes]), labels, reconstruct=3)
+    torch.testing.assert_close(alone, mixed)  # the fakes do not enter the loss
+
+
+def test_fastgan_needs_32_px_patches_and_says_so_in_one_line():
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(preset="fastgan", channels=4, max_channels=16, batch_size=4).resolve(16)
+    message = str(caught.value)
+    assert "\n" not in message and "no architecture for 16 px" in message and "at least 32" in message
+
+
+@pytest.mark.parametrize("preset, size", [("plain", 32), ("resnet", 32), ("resnet", 64), ("resnet", 128),
+                                          ("fastgan", 32), ("fastgan", 64), ("fastgan", 128)])
 def test_every_preset_trains_resumes_bit_exactly_and_samples_deterministically(preset, size, tmp_path):
     store = make_disc_store(tmp_path / "store", per_class=8, patch_size=size)
     options = dict(preset=preset, checkpoint_every=3, snapshot_every=100, augment_p=0.5, ada_interval=2,
@@ -97,7 +146,9 @@ def test_every_preset_trains_resumes_bit_exactly_and_samples_deterministically(p
     for network in ("generator", "discriminator", "generator_ema"):
         for name, tensor in a[network].items():
             assert torch.equal(tensor, b[network][name]), f"{network}.{name} differs"
-    assert all("lecam" in line for line in log_lines(straight) if "loss_d" in line)
+    losses = [line for line in log_lines(straight) if "loss_d" in line]
+    assert losses and all("lecam" in line for line in losses)
+    assert all(("reconstruction" in line) == (preset == "fastgan") for line in losses)
 
     generator, meta = load_generator(straight / "checkpoint.pt")
     assert type(generator).__name__ == PRESETS[preset].generator.split(":")[1]
@@ -123,7 +174,7 @@ def test_a_checkpoint_from_before_presets_is_read_as_the_plain_preset(disc_store
 
 # -- standing batch-norm statistics ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("preset", ["plain", "resnet"])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_standing_statistics_average_the_generators_own_activations_and_move_nothing_else(preset):
     from bioaug.gan.ema import standing_statistics
 

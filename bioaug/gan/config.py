@@ -71,7 +71,7 @@ class TrainConfig:
     ema_stats: str | None = option(None, "batch-norm statistics of the sampling average that checkpoints "
                                          "keep: 'standing' measures them on its own outputs, 'training' "
                                          "keeps the training generator's (None: by preset, standing for "
-                                         "plain, training for resnet)",
+                                         "plain, training for the others)",
                                    choices=EMA_STATS, resumable=True)
     augment: list[str] = option(list(AUGMENTATIONS), "differentiable augmentations applied to every image the "
                                                      "discriminator sees", choices=AUGMENTATIONS)
@@ -130,13 +130,15 @@ class TrainConfig:
         """A copy with the size-dependent defaults filled in for ``patch_size``.
 
         Raises ``ConfigError`` for an unknown preset, when the networks cannot be built for that size (it must
-        be 4 * 2**n, at least 16) or when the preset has no defaults for it and the size-dependent options
-        were left unset.
+        be 4 * 2**n, at least 16 or the preset's ``min_patch_size``) or when the preset has no defaults for it
+        and the size-dependent options were left unset.
         """
-        defaults = get_preset(self.preset).size_defaults
-        if not trainable_patch_size(patch_size):
-            raise ConfigError("config", f"no architecture for {patch_size} px patches: the GAN needs 4 * 2**n "
-                                        f"pixels, at least {MIN_PATCH_SIZE} (defaults exist for "
+        preset = get_preset(self.preset)
+        defaults = preset.size_defaults
+        smallest = max(MIN_PATCH_SIZE, preset.min_patch_size)
+        if not trainable_patch_size(patch_size) or patch_size < smallest:
+            raise ConfigError("config", f"no architecture for {patch_size} px patches: the {self.preset} preset "
+                                        f"needs 4 * 2**n pixels, at least {smallest} (defaults exist for "
                                         f"{', '.join(map(str, defaults))})")
         missing = [name for name in SIZED_OPTIONS if getattr(self, name) is None]
         if missing and patch_size not in defaults:
@@ -145,7 +147,7 @@ class TrainConfig:
                                         f"{', '.join(name.replace('_', '-') for name in missing)}")
         resolved = dataclasses.replace(self, **{name: defaults[patch_size][name] for name in missing})
         if resolved.ema_stats is None:
-            resolved.ema_stats = get_preset(self.preset).ema_stats
+            resolved.ema_stats = preset.ema_stats
         resolved.validate()
         return resolved
 

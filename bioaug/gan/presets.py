@@ -10,7 +10,9 @@ Both classes are constructed as ``Class(num_classes, patch_size, *, z_dim=..., c
 (the discriminator without ``z_dim``). The generator must expose ``embed`` (an ``nn.Embedding`` whose output is
 the only way the class enters, so class mixtures can replace it), ``z_dim`` and ``patch_size``; the
 discriminator's ``forward(x, labels)`` must score rows labelled -1 without their class term (see
-:func:`bioaug.gan.networks.project`).
+:func:`bioaug.gan.networks.project`). A discriminator that regularises itself declares ``reconstructs = True``
+and then also takes ``forward(x, labels, reconstruct=n)``, returning the scores and a loss on its first ``n``
+rows (the reals) that the trainer adds to the discriminator's (see :mod:`bioaug.gan.fastgan`).
 """
 from __future__ import annotations
 
@@ -45,6 +47,8 @@ class Preset:
     size_defaults: dict[int, dict[str, int]] = field(default_factory=dict)
     #: ``TrainConfig.ema_stats`` when left unset: which batch-norm statistics the sampling EMA keeps.
     ema_stats: str = "training"
+    #: The smallest patch the networks can be built for (4 * 2**n pixels, and never below 16).
+    min_patch_size: int = 16
 
     def _load(self, target: str) -> Any:
         module, _, name = target.partition(":")
@@ -83,3 +87,8 @@ register_preset(Preset(
     "resnet", "residual blocks (SNGAN/BigGAN family): conditional batch norm and skip-z in the generator, "
               "spectral norm in both networks",
     "bioaug.gan.residual:ResidualGenerator", "bioaug.gan.residual:ResidualDiscriminator", SIZE_DEFAULTS))
+register_preset(Preset(
+    "fastgan", "FastGAN family (Liu et al. 2021): skip-layer excitation in the generator, a discriminator "
+               "regularised by rebuilding its input from its own features",
+    "bioaug.gan.fastgan:FastGenerator", "bioaug.gan.fastgan:FastDiscriminator", SIZE_DEFAULTS,
+    min_patch_size=32))  # its discriminator decodes from a 16 px feature map, which needs a 32 px input
