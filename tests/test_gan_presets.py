@@ -12,7 +12,7 @@ import torch
 
 from bioaug.cli import EXIT_BAD_INPUT, main
 from bioaug.config import build_config
-from bioaug.errors import ConfigError
+from bioaug.errors import CheckpointError, ConfigError
 from bioaug.gan import PRESETS, TrainConfig, generate, load_checkpoint, load_generator, train
 from bioaug.gan.data import Batch, ClassBalancedSampler
 from bioaug.gan.distributed import Context
@@ -160,7 +160,7 @@ def test_every_preset_trains_resumes_bit_exactly_and_samples_deterministically(p
 
 
 def test_a_checkpoint_from_before_presets_is_read_as_the_plain_preset(disc_store, tmp_path):
-    run = train(disc_store, tmp_path / "run", tiny(steps=2), progress=False)
+    run = train(disc_store, tmp_path / "run", tiny(steps=2, lecam=0.0), progress=False)
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     for key in ("preset", "lecam", "unlabelled", "unlabelled_fraction", "time_budget", "lecam_decay"):
         del state["config"][key]
@@ -168,7 +168,10 @@ def test_a_checkpoint_from_before_presets_is_read_as_the_plain_preset(disc_store
     torch.save(state, run / "checkpoint.pt")
     generator, meta = load_generator(run / "checkpoint.pt")
     assert meta["config"]["preset"] == "plain" and type(generator).__name__ == "Generator"
-    train(disc_store, run, tiny(steps=4), progress=False)  # and it resumes
+    # such a run trained without LeCam, which the plain preset now has by default: resuming it asks for lecam 0
+    with pytest.raises(CheckpointError, match="trained with lecam=0.0 but this run asks 0.3"):
+        train(disc_store, run, tiny(steps=4), progress=False)
+    train(disc_store, run, tiny(steps=4, lecam=0.0), progress=False)  # and it resumes
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 4
 
 
@@ -235,6 +238,13 @@ def test_a_finished_run_takes_new_ema_statistics_without_training(disc_store, tm
                if not torch.equal(tensor, after["generator_ema"][name])]
     assert changed and all(name.endswith(("running_mean", "running_var", "num_batches_tracked")) for name in changed)
     assert log_lines(run)[-1]["event"] == "ema statistics rewritten"
+
+
+def test_the_preset_chooses_lecam_unless_set():
+    assert TrainConfig().resolve(32).lecam == 0.3  # the plain preset: two-sample accuracy 0.780 -> 0.745
+    assert TrainConfig(preset="resnet").resolve(64).lecam == TrainConfig(preset="fastgan").resolve(64).lecam == 0.0
+    assert TrainConfig(lecam=0.0).resolve(32).lecam == 0.0
+    assert TrainConfig(preset="fastgan", lecam=0.1).resolve(32).lecam == 0.1
 
 
 def test_the_preset_chooses_the_ema_statistics_unless_set():

@@ -58,8 +58,9 @@ class TrainConfig:
                                "with equal rates the generator outruns the discriminator and collapses)")
     d_steps: int = option(2, "discriminator updates per generator update (SNGAN's n_dis), each on a new batch")
     betas: list[float] = option([0.0, 0.99], "Adam betas (beta1 0 avoids momentum chasing a moving opponent)")
-    lecam: float = option(0.0, "weight of the LeCam regulariser on discriminator scores (Tseng et al. 2021; "
-                                "0.3 in their BigGAN + DiffAugment runs on a tenth of CIFAR-10; 0: off)")
+    lecam: float | None = option(None, "weight of the LeCam regulariser on discriminator scores (Tseng et al. "
+                                       "2021, who used 0.3; 0: off; None: by preset, 0.3 for plain, where it "
+                                       "was measured to help, 0 for the others)")
     lecam_decay: float = option(0.99, "decay of the moving averages of D(real) and D(fake) that LeCam anchors to")
     unlabelled: str = option("ignore", "what unlabelled rows (label -1) of the store train: 'discriminator' "
                                        "feeds them to the discriminator's class-independent term and the "
@@ -105,7 +106,7 @@ class TrainConfig:
                 raise ConfigError("config", f"option {name!r} must be positive, got {getattr(self, name)}")
         if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
             raise ConfigError("config", f"option 'betas' needs two values in [0, 1), got {self.betas}")
-        if self.time_budget < 0 or self.lecam < 0:
+        if self.time_budget < 0 or (self.lecam or 0) < 0:
             raise ConfigError("config", "options 'time_budget' and 'lecam' must be at least 0, got "
                                         f"{self.time_budget} and {self.lecam}")
         if not 0 <= self.unlabelled_fraction < 1:
@@ -148,6 +149,8 @@ class TrainConfig:
         resolved = dataclasses.replace(self, **{name: defaults[patch_size][name] for name in missing})
         if resolved.ema_stats is None:
             resolved.ema_stats = preset.ema_stats
+        if resolved.lecam is None:
+            resolved.lecam = preset.lecam
         resolved.validate()
         return resolved
 
