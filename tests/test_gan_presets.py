@@ -159,6 +159,41 @@ def test_every_preset_trains_resumes_bit_exactly_and_samples_deterministically(p
                                                   seed=3))
 
 
+def _cpu_bf16() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+needs_bf16 = pytest.mark.skipif(not _cpu_bf16(), reason="no CPU bf16 kernels")
+
+
+@pytest.mark.parametrize("options", [
+    pytest.param(dict(precision="bf16"), marks=needs_bf16, id="bf16"),
+    pytest.param(dict(channels_last=False), id="contiguous"),
+    pytest.param(dict(d_steps=1), id="d_steps=1"),
+    pytest.param(dict(d_steps=1, precision="bf16", augment=["color", "translation", "cutout"]), marks=needs_bf16,
+                 id="all-cheap"),
+])
+def test_every_throughput_option_keeps_resume_bit_exact(options, disc_store, tmp_path):
+    common = dict(checkpoint_every=3, snapshot_every=100, augment_p=0.5, ada_interval=2, ada_kimg=0.05, **options)
+    straight = train(disc_store, tmp_path / "straight", tiny(steps=6, **common), progress=False)
+    resumed = train(disc_store, tmp_path / "resumed", tiny(steps=3, **common), progress=False)
+    train(disc_store, resumed, tiny(steps=6, **common), progress=False)
+    a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(resumed / "checkpoint.pt")
+    assert a["step"] == b["step"] == 6
+    for network in ("generator", "discriminator", "generator_ema"):
+        for name, tensor in a[network].items():
+            assert torch.equal(tensor, b[network][name]), f"{network}.{name} differs"
+    record = json.loads((straight / "config.json").read_text())
+    assert record["precision"] == options.get("precision", "fp32")
+
+
+def test_bf16_on_a_cpu_without_bf16_kernels_is_a_one_line_error(disc_store, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with pytest.raises(ConfigError) as caught:
+        train(disc_store, tmp_path / "run", tiny(precision="bf16"), progress=False)
+    assert "\n" not in str(caught.value) and "precision 'bf16' needs a device with bf16 support" in str(caught.value)
+
+
 def test_a_checkpoint_from_before_presets_is_read_as_the_plain_preset(disc_store, tmp_path):
     run = train(disc_store, tmp_path / "run", tiny(steps=2, lecam=0.0), progress=False)
     state = torch.load(run / "checkpoint.pt", weights_only=True)

@@ -88,7 +88,8 @@ class TrainConfig:
     log_every: int = option(50, "steps between lines of log.jsonl and progress-bar updates", resumable=True)
     grid_columns: int = option(8, "samples per class (one row each) in sample grids", resumable=True)
     device: str = option("auto", "where to train: CUDA when present with auto", choices=DEVICES, resumable=True)
-    precision: str = option("auto", "bf16 autocast on CUDA when supported with auto; fp32 otherwise",
+    precision: str = option("auto", "bf16 autocast: with auto on CUDA when supported, fp32 on the CPU; bf16 "
+                                    "also on a CPU with bf16 kernels (AVX-512 BF16, AMX)",
                             choices=PRECISIONS, resumable=True)
     channels_last: bool = option(True, "channels-last memory format (faster convolutions)", resumable=True)
     compile: bool = option(False, "torch.compile the networks (worth it for long GPU runs)", resumable=True)

@@ -7,8 +7,8 @@ Run directory (rank 0 writes it; the augment stage reads it)::
     checkpoint.pt          latest full training state (see bioaug.gan.checkpoint), replaced atomically
     log.jsonl              append-only; one JSON object per line: run events and, every log_every steps,
                            losses (and the LeCam and reconstruction terms when on), discriminator scores,
-                           augment p, ADA r_t,
-                           images/s; per-class diversity at snapshots
+                           augment p, ADA r_t, images per wall and per CPU second; per-class diversity at
+                           snapshots
     samples/step-NNNNNN.png  EMA samples at every snapshot, fixed latents, one row per class
     reals.png              real patches in the same layout, written when a run starts
 
@@ -165,10 +165,18 @@ class Trainer:
         self._sampler_cache: tuple[int, torch.nn.Module] | None = None
 
     def _use_bf16(self) -> bool:
-        supported = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        """bf16 autocast: by default on CUDA where supported; on the CPU only when asked for, and only where
+        oneDNN has bf16 kernels (AVX-512 BF16 or AMX), since emulated bf16 is slower than fp32."""
+        if self.device.type == "cuda":
+            supported = torch.cuda.is_bf16_supported()
+        else:
+            supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         if self.config.precision == "bf16" and not supported:
-            raise ConfigError("config", f"precision 'bf16' needs a CUDA device with bf16 support, not {self.device}")
-        return supported and self.config.precision != "fp32"
+            raise ConfigError("config", f"precision 'bf16' needs a device with bf16 support, which {self.device} "
+                                        f"lacks here")
+        if self.device.type == "cuda":
+            return supported and self.config.precision != "fp32"
+        return self.config.precision == "bf16"
 
     # -- state -------------------------------------------------------------------------------------------------
 
@@ -268,7 +276,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         real_diversity = self._begin(start, resumed=state is not None)
         totals = torch.zeros(6, device=self.device)
-        interval_start, paused, interval_steps = time.perf_counter(), 0.0, 0
+        interval_start, paused, interval_steps = _clocks(), np.zeros(2), 0
         clock = time.process_time if self.config.budget_clock == "cpu" else time.perf_counter
         loop_start, seconds_before = clock(), self.train_seconds
         # with a time budget the bar counts budget seconds (its ETA is when the budget runs out), else steps
@@ -289,21 +297,21 @@ class Trainer:
                 last = self.step == self.config.steps or out_of_time
                 record: dict[str, Any] = {}
                 if self.step % self.config.log_every == 0 or last:
-                    seconds = time.perf_counter() - interval_start - paused
+                    seconds = _clocks() - interval_start - paused
                     record = self._losses(totals / interval_steps, interval_steps, seconds)
                     bar.set_postfix({"step": self.step, "img/s": f"{record['images_per_s']:.0f}",
                                      "D": f"{record['loss_d']:.3f}",
                                      "G": f"{record['loss_g']:.3f}", "p": f"{self.augment.p:.2f}"})
                     totals.zero_()
-                    interval_start, paused, interval_steps = time.perf_counter(), 0.0, 0
-                pause_start = time.perf_counter()
+                    interval_start, paused, interval_steps = _clocks(), np.zeros(2), 0
+                pause_start = _clocks()
                 if (self.step % self.config.snapshot_every == 0 or last) and self.context.is_main:
                     record.update(self._snapshot(real_diversity))
                 if record and self.context.is_main:
                     self._log({"step": self.step, **record})
                 if self.step % self.config.checkpoint_every == 0 or last:
                     self.save()
-                paused += time.perf_counter() - pause_start
+                paused += _clocks() - pause_start
                 if out_of_time:
                     if self.context.is_main:
                         self._log({"event": "time budget spent", "step": self.step,
@@ -410,14 +418,16 @@ class Trainer:
                    "real_diversity": dict(zip(self.store.class_names, map(_finite, real_diversity)))})
         return real_diversity
 
-    def _losses(self, means: torch.Tensor, steps: int, seconds: float) -> dict[str, Any]:
+    def _losses(self, means: torch.Tensor, steps: int, seconds: np.ndarray) -> dict[str, Any]:
+        """The log record of an interval of ``steps`` steps that took ``seconds`` (wall, CPU) of training."""
         loss_d, loss_g, d_real, d_fake, lecam, reconstruction = means.tolist()
         return {"loss_d": _finite(loss_d), "loss_g": _finite(loss_g), "d_real": _finite(d_real),
                 "d_fake": _finite(d_fake), **({"lecam": _finite(lecam)} if self.lecam.enabled else {}),
                 **({"reconstruction": _finite(reconstruction)} if self.reconstructs else {}),
                 "augment_p": _finite(self.augment.p, 5),
                 "ada_rt": _finite(self.augment.last_rt),
-                "images_per_s": round(steps * self.config.batch_size / max(seconds, 1e-9), 1)}
+                "images_per_s": round(steps * self.config.batch_size / max(seconds[0], 1e-9), 1),
+                "images_per_cpu_s": round(steps * self.config.batch_size / max(seconds[1], 1e-9), 1)}
 
     def _snapshot(self, real_diversity: list[float]) -> dict[str, Any]:
         """Write this step's sample grid and measure per-class diversity; warn on collapsing classes."""
@@ -439,6 +449,11 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out / LOG_NAME, "a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def _clocks() -> np.ndarray:
+    """Wall and CPU (this process, all threads) seconds now: logs give images per second by both."""
+    return np.array([time.perf_counter(), time.process_time()])
 
 
 def _now() -> str:
