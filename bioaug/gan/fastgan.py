@@ -138,30 +138,28 @@ class FastDiscriminator(nn.Module):
         self.final = nn.Sequential(_sn_conv(widths[-1], widths[-1], 1), nn.LeakyReLU(0.2))
         self.linear = spectral_norm(nn.Linear(widths[-1], 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, widths[-1]))
-        self.at_16, self.at_8 = len(widths) - 3, len(widths) - 2  # indices into widths of the 16 and 8 px maps
         # both decoders go from 8 px (the 8 px map, or a quarter of the 16 px one) to P/2
         ups = (patch_size // 16).bit_length() - 1
-        self.decode_whole = Decoder(widths[self.at_8], channels, ups)
-        self.decode_part = Decoder(widths[self.at_16], channels, ups)
+        self.decode_whole = Decoder(widths[-2], channels, ups)
+        self.decode_part = Decoder(widths[-3], channels, ups)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, *,
                 reconstruct: int = 0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        maps = {}
         h = self.from_rgb(x)
-        for i, down in enumerate(self.downs, start=2):
-            if i - 1 in (self.at_16, self.at_8):
-                maps[i - 1] = h
+        maps = {h.shape[-1]: h}  # feature maps by side
+        for down in self.downs:
             h = down(h)
+            maps[h.shape[-1]] = h
         scores = project(self.final(h).sum(dim=(2, 3)), labels, self.linear, self.embed)
         if not reconstruct:
             return scores
-        return scores, self.reconstruction_loss(x[:reconstruct], maps[self.at_8][:reconstruct],
-                                                maps[self.at_16][:reconstruct])
+        return scores, self.reconstruction_loss(x[:reconstruct], maps[8][:reconstruct], maps[16][:reconstruct])
 
     def reconstruction_loss(self, images: torch.Tensor, at_8: torch.Tensor, at_16: torch.Tensor) -> torch.Tensor:
-        """Mean absolute error of both decoders on ``images``; the quarter is drawn per batch from torch's RNG."""
+        """Mean absolute error of both decoders on ``images``. The quarter is drawn per batch from torch's CPU
+        generator (checkpointed like every other), so choosing it never waits for a GPU."""
         whole = F.avg_pool2d(images, 2)
-        quarter = int(torch.randint(0, 4, (1,), device=images.device))
+        quarter = int(torch.randint(0, 4, ()))
         row, col = divmod(quarter, 2)
         half, crop = self.patch_size // 2, at_16.shape[-1] // 2
         part = images[:, :, row * half:(row + 1) * half, col * half:(col + 1) * half]
