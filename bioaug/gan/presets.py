@@ -26,7 +26,8 @@ from ..registry import Registry
 #: Per patch size: channels at full resolution (doubled at every halving, up to ``max_channels``) and the
 #: global batch. With the plain networks at 32 px this is a 1.5M-parameter generator of about 0.1 GFLOP per
 #: image, which trains at about a hundred images/s per CPU core; 64 and 128 px are sized for a GPU. The
-#: residual networks use the same widths, with two convolutions and a shortcut per stage.
+#: residual networks use the same widths, with two convolutions and a shortcut per stage, and so do the FastGAN
+#: ones (about twice the plain networks' CPU time per image: benchmarks/results/gan_throughput.json).
 SIZE_DEFAULTS: dict[int, dict[str, int]] = {
     32: {"channels": 32, "max_channels": 256, "batch_size": 64},
     64: {"channels": 32, "max_channels": 256, "batch_size": 64},
