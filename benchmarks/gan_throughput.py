@@ -3,22 +3,28 @@
 For each patch size and generator preset, these cases run in separate processes (so each peak memory is its
 own):
 
-- ``minimal``: the preset's networks, Adam and hinge loss on batches from an in-memory tensor, with the
-  trainer's device settings (bf16 autocast on CUDA, channels-last); nothing else.
+- ``minimal``: the preset's networks, Adam and hinge loss (and the discriminator's reconstruction loss, for a
+  preset that has one) on batches from an in-memory tensor, with the trainer's device settings (bf16 autocast
+  on CUDA, channels-last); nothing else.
 - ``trainer``: ``bioaug.gan.train`` with its defaults (class-balanced batches read from a store, adaptive
-  augmentation, EMA, logging); its images/s is taken from ``log.jsonl`` after a warm-up interval, which
+  augmentation, EMA, logging); its rates are taken from ``log.jsonl`` after a warm-up interval, which
   excludes snapshot and checkpoint time as the trainer itself does.
 - ``trainer+aug``: the same with every augmentation fixed at p = 0.5, the cost once ADA has raised p.
 - ``trainer+compile`` (only when asked for with ``--cases``): the trainer with ``torch.compile``; the warm-up
   interval absorbs the compilation.
 
-The ratio trainer / minimal is the trainer's overhead. Each case is repeated (interleaved with the others)
-and the best kept, since other work on a shared machine only ever slows a measurement down. Peak memory is
-the process's maximum resident set (``ru_maxrss``) on the CPU and ``torch.cuda.max_memory_allocated`` on
-CUDA. Prints a table and writes ``benchmarks/results/gan_throughput.json``::
+Every trainer case is measured for each ``--variants`` entry, a named set of ``TrainConfig`` options
+(:data:`VARIANTS`): the ratio of a variant to ``default`` in the same run is what an option buys. Rates are
+images per wall second and per CPU second of the process (all its threads): on a machine that other work
+shares, CPU seconds are the fair measure. The ratio trainer / minimal is the trainer's overhead. Each case is
+repeated (interleaved with the others) and the best kept, since other work on a shared machine only ever
+slows a measurement down. Peak memory is the process's maximum resident set (``ru_maxrss``) on the CPU and
+``torch.cuda.max_memory_allocated`` on CUDA. Prints a table and writes ``benchmarks/results/gan_throughput.json``::
 
     python benchmarks/gan_throughput.py                 # plain preset, 32 and 64 px, about 4 minutes on 2 CPU cores
     python benchmarks/gan_throughput.py --sizes 32 --threads 1 2 --repeats 3
+    python benchmarks/gan_throughput.py --cases trainer+aug --variants default no-channels-last bf16 d-steps-1 \\
+        --presets plain fastgan --steps 6 --warmup 3 --repeats 1
     python benchmarks/gan_throughput.py --device cuda --sizes 32 64 128 --presets plain resnet --repeats 1
 """
 from __future__ import annotations
@@ -43,6 +49,15 @@ DEFAULT_STEPS = {32: 20, 64: 10, 128: 10}
 CUDA_STEPS = 100
 WARMUP = 5
 CLASSES = 3
+#: Named sets of TrainConfig options the trainer cases are measured with (each against ``default``).
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "no-channels-last": {"channels_last": False},
+    "bf16": {"precision": "bf16"},
+    "d-steps-1": {"d_steps": 1},
+    "no-stain": {"augment": ["color", "translation", "cutout"]},
+    "d-steps-1+bf16": {"d_steps": 1, "precision": "bf16"},
+}
 
 
 def random_store(path: Path, patch_size: int, count: int = 192):
@@ -76,8 +91,8 @@ def _device(choice: str):
     return torch.device(choice)
 
 
-def _minimal(store, config, steps: int) -> tuple[float, object]:
-    """Images/s of the bare loop: ``d_steps`` D updates and one G update per step, nothing else."""
+def _minimal(store, config, steps: int, warmup: int) -> tuple[float, float, object]:
+    """Images per wall and per CPU second of the bare loop: ``d_steps`` D updates and one G update per step."""
     import torch
 
     from bioaug.gan.data import load_images
@@ -97,14 +112,19 @@ def _minimal(store, config, steps: int) -> tuple[float, object]:
     real = load_images(store, list(range(batch)), device, channels_last=True)
     labels = torch.arange(batch, device=device) % CLASSES
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    reconstructs = getattr(discriminator, "reconstructs", False)
 
     def step() -> None:
         for _ in range(config.d_steps):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 with torch.no_grad():
                     fake = generator(torch.randn(batch, config.z_dim, device=device), labels)
-                scores = discriminator(torch.cat([real, fake]), torch.cat([labels, labels])).float()
-            loss_d = discriminator_hinge_loss(*scores.chunk(2))
+                if reconstructs:
+                    scores, reconstruction = discriminator(torch.cat([real, fake]), torch.cat([labels, labels]),
+                                                           reconstruct=batch)
+                else:
+                    scores, reconstruction = discriminator(torch.cat([real, fake]), torch.cat([labels, labels])), 0
+            loss_d = discriminator_hinge_loss(*scores.float().chunk(2)) + reconstruction
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -117,37 +137,41 @@ def _minimal(store, config, steps: int) -> tuple[float, object]:
         opt_g.step()
         discriminator.requires_grad_(True)
 
-    for _ in range(WARMUP):
+    for _ in range(warmup):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - start), device
+    return (steps * batch / (time.perf_counter() - start), steps * batch / (time.process_time() - cpu_start),
+            device)
 
 
-def _trainer(store, config, steps: int, run: Path) -> tuple[float, object]:
-    """Images/s of ``bioaug.gan.train`` from its log, leaving out the first (warm-up) interval."""
+def _trainer(store, config, steps: int, warmup: int, run: Path) -> tuple[float, float, object]:
+    """Images per wall and per CPU second of ``bioaug.gan.train`` from its log, leaving out the first (warm-up)
+    interval."""
     import dataclasses
-
-    import torch
 
     from bioaug.gan import train
 
-    config = dataclasses.replace(config, steps=WARMUP + steps, log_every=WARMUP, snapshot_every=WARMUP + steps,
-                                 checkpoint_every=WARMUP + steps)
+    config = dataclasses.replace(config, steps=warmup + steps, log_every=warmup, snapshot_every=warmup + steps,
+                                 checkpoint_every=warmup + steps)
     train(store, run, config, progress=False)
     lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    logged = [(line["step"], line["images_per_s"]) for line in lines if "images_per_s" in line]
-    images = [(step - previous) * config.batch_size for (previous, _), (step, _) in zip(logged, logged[1:])]
-    seconds = sum(count / rate for count, (_, rate) in zip(images, logged[1:]))
-    return sum(images) / seconds, _device(config.device)
+    logged = [line for line in lines if "images_per_s" in line]
+    images = [(line["step"] - previous["step"]) * config.batch_size for previous, line in zip(logged, logged[1:])]
+    rates = []
+    for key in ("images_per_s", "images_per_cpu_s"):
+        seconds = sum(count / line[key] for count, line in zip(images, logged[1:]))
+        rates.append(sum(images) / seconds)
+    return rates[0], rates[1], _device(config.device)
 
 
-def run_case(case: str, size: int, preset: str, steps: int, threads: int, device: str) -> dict:
+def run_case(case: str, size: int, preset: str, steps: int, threads: int, device: str, *, variant: str = "default",
+             warmup: int = WARMUP) -> dict:
     """One measurement, in this process."""
     import torch
 
@@ -157,14 +181,16 @@ def run_case(case: str, size: int, preset: str, steps: int, threads: int, device
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         store = random_store(Path(tmp) / "store", size)
-        config = TrainConfig(preset=preset, ada=case != "trainer+aug",
-                             augment_p=0.5 if case == "trainer+aug" else 0.0, compile=case == "trainer+compile",
-                             device=device, seed=0).resolve(size)
+        config = TrainConfig(**{"preset": preset, "ada": case != "trainer+aug",
+                                "augment_p": 0.5 if case == "trainer+aug" else 0.0,
+                                "compile": case == "trainer+compile", "device": device, "seed": 0,
+                                **VARIANTS[variant]}).resolve(size)
         if case == "minimal":
-            rate, where = _minimal(store, config, steps)
+            rate, cpu_rate, where = _minimal(store, config, steps, warmup)
         else:
-            rate, where = _trainer(store, config, steps, Path(tmp) / "run")
-        return {"size": size, "preset": preset, "case": case, "images_per_s": round(rate, 1), "steps": steps,
+            rate, cpu_rate, where = _trainer(store, config, steps, warmup, Path(tmp) / "run")
+        return {"size": size, "preset": preset, "case": case, "variant": variant, "images_per_s": round(rate, 1),
+                "images_per_cpu_s": round(cpu_rate, 1), "steps": steps, "warmup": warmup,
                 "batch_size": config.batch_size, "device": str(where), "threads": torch.get_num_threads(),
                 "gpu": torch.cuda.get_device_name(where) if where.type == "cuda" else None,
                 "peak_memory_mb": round(_peak_memory_mb(where), 1),
@@ -176,6 +202,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--presets", nargs="+", default=["plain"], help="generator presets to measure")
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(DEFAULT_CASES))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["default"],
+                        help="TrainConfig option sets the trainer cases are measured with (see VARIANTS)")
+    parser.add_argument("--warmup", type=int, default=WARMUP, help="untimed steps before the timed ones")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"timed steps per case (default by size on CPU, {CUDA_STEPS} on CUDA)")
@@ -188,54 +217,72 @@ def main() -> None:
     args = parser.parse_args()
     if args.case:  # a child process: measure one case and print it
         print(json.dumps(run_case(args.case, args.sizes[0], args.presets[0], args.steps, args.threads[0],
-                                  args.device)))
+                                  args.device, variant=args.variants[0], warmup=args.warmup)))
         return
-    cases = ["minimal", *[case for case in args.cases if case != "minimal"]]  # the baseline is always measured
-    best: dict[tuple[int, str, int, str], dict] = {}
+    variants = ["default", *[variant for variant in args.variants if variant != "default"]]
+    # the baseline loop is always measured, once; every trainer case with each variant
+    runs = [("minimal", "default")] + [(case, variant) for case in args.cases if case != "minimal"
+                                       for variant in variants]
+    best: dict[tuple[int, str, int, str, str], dict] = {}
     failures: list[dict] = []
     for size in args.sizes:
         steps = args.steps or (CUDA_STEPS if args.device == "cuda" else DEFAULT_STEPS.get(size, 10))
         for preset in args.presets:
             for threads in args.threads:
                 for _ in range(args.repeats):  # interleaved: a burst of load elsewhere hits every case alike
-                    for case in cases:
+                    for case, variant in runs:
                         child = subprocess.run([sys.executable, __file__, "--case", case, "--sizes", str(size),
                                                 "--presets", preset, "--steps", str(steps), "--threads",
-                                                str(threads), "--device", args.device],
+                                                str(threads), "--device", args.device, "--variants", variant,
+                                                "--warmup", str(args.warmup)],
                                                capture_output=True, text=True)
                         if child.returncode:  # report and go on: one failing case must not hide the others
                             reason = (child.stderr.strip().splitlines() or ["no output"])[-1]
-                            failures.append({"size": size, "preset": preset, "case": case, "error": reason})
-                            print(f"  {size} px, {preset}, {case}: FAILED: {reason}", file=sys.stderr)
+                            failures.append({"size": size, "preset": preset, "case": case, "variant": variant,
+                                             "error": reason})
+                            print(f"  {size} px, {preset}, {case}, {variant}: FAILED: {reason}", file=sys.stderr)
                         else:
                             row = json.loads(child.stdout.strip().splitlines()[-1])
-                            print(f"  {size} px, {preset}, {row['threads']} thread(s), {case}: "
-                                  f"{row['images_per_s']} images/s", file=sys.stderr)
-                            key = (size, preset, threads, case)
-                            if key not in best or row["images_per_s"] > best[key]["images_per_s"]:
+                            print(f"  {size} px, {preset}, {row['threads']} thread(s), {case}, {variant}: "
+                                  f"{row['images_per_s']} images/s, {row['images_per_cpu_s']} per CPU s",
+                                  file=sys.stderr)
+                            key = (size, preset, threads, case, variant)
+                            if key not in best or row[_rate(row)] > best[key][_rate(row)]:
                                 best[key] = row
                         _write_report(args, best, failures)  # after every case: a killed run keeps what it had
-    print(f"{'size':>5} {'preset':<8} {'threads':>7} {'case':<16} {'images/s':>9} {'vs minimal':>10} {'peak MB':>8}")
-    for (size, preset, _threads, case), row in best.items():
-        ratio = f"{row['ratio_to_minimal']:>10.2f}" if row["ratio_to_minimal"] is not None else f"{'-':>10}"
-        print(f"{size:>5} {preset:<8} {row['threads']:>7} {case:<16} {row['images_per_s']:>9.1f} {ratio} "
-              f"{row['peak_memory_mb']:>8.0f}")
+    print(f"{'size':>5} {'preset':<8} {'threads':>7} {'case':<16} {'variant':<16} {'images/s':>9} "
+          f"{'per CPU s':>9} {'vs minimal':>10} {'vs default':>10} {'peak MB':>8}")
+    for (size, preset, _threads, case, variant), row in best.items():
+        ratios = [f"{row[key]:>10.2f}" if row[key] is not None else f"{'-':>10}"
+                  for key in ("ratio_to_minimal", "ratio_to_default")]
+        print(f"{size:>5} {preset:<8} {row['threads']:>7} {case:<16} {variant:<16} {row['images_per_s']:>9.1f} "
+              f"{row['images_per_cpu_s']:>9.1f} {' '.join(ratios)} {row['peak_memory_mb']:>8.0f}")
     print(f"wrote {args.out}")
     if failures:
         sys.exit(1)
 
 
-def _write_report(args: argparse.Namespace, best: dict[tuple[int, str, int, str], dict], failures: list[dict]) -> None:
-    """The JSON report of the cases measured so far, each with its ratio to the bare loop of its size and preset."""
+def _rate(row: dict) -> str:
+    """The rate that ranks and compares measurements: per CPU second on the CPU, per wall second on CUDA."""
+    return "images_per_s" if row["device"].startswith("cuda") else "images_per_cpu_s"
+
+
+def _write_report(args: argparse.Namespace, best: dict[tuple[int, str, int, str, str], dict],
+                  failures: list[dict]) -> None:
+    """The JSON report of the cases measured so far, each with its ratio (:func:`_rate`) to the bare loop of its
+    size and preset and to the same case with the default options."""
     import torch
 
     from bioaug.provenance import write_json_atomic
 
-    for (size, preset, threads, _case), row in best.items():
-        baseline = best.get((size, preset, threads, "minimal"))
-        row["ratio_to_minimal"] = round(row["images_per_s"] / baseline["images_per_s"], 3) if baseline else None
+    for (size, preset, threads, case, _variant), row in best.items():
+        for key, baseline in (("ratio_to_minimal", best.get((size, preset, threads, "minimal", "default"))),
+                              ("ratio_to_default", best.get((size, preset, threads, case, "default")))):
+            row[key] = round(row[_rate(row)] / baseline[_rate(row)], 3) if baseline else None
     report = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(), "cpus": os.cpu_count(),
               "torch": torch.__version__, "load_average": os.getloadavg(), "repeats": args.repeats,
+              "bf16_kernels": bool(torch.backends.mkldnn.is_available()
+                                   and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
               "device": args.device, "results": list(best.values()), "failures": failures}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out, report)

@@ -130,7 +130,8 @@ def test_a_few_steps_write_checkpoint_log_and_grids(disc_store, tmp_path):
     assert lines[0]["event"] == "start" and lines[-1]["event"] == "end"
     steps = [line for line in lines if "loss_d" in line]
     assert [line["step"] for line in steps] == [2, 4]
-    assert all(math.isfinite(line["loss_d"]) and line["images_per_s"] > 0 for line in steps)
+    assert all(math.isfinite(line["loss_d"]) and line["images_per_s"] > 0 and line["images_per_cpu_s"] > 0
+               for line in steps)
     assert set(steps[-1]["diversity"]) == {"small", "large", "pale"}
 
     cell = cell_size(32)

@@ -1,4 +1,5 @@
-"""Second-edition GAN: presets by name, residual networks, LeCam, unlabelled rows and the time budget."""
+"""Second- and third-edition GAN: presets by name, residual and FastGAN networks, LeCam, unlabelled rows and the
+time budget."""
 from __future__ import annotations
 
 import copy
@@ -11,10 +12,11 @@ import torch
 
 from bioaug.cli import EXIT_BAD_INPUT, main
 from bioaug.config import build_config
-from bioaug.errors import ConfigError
+from bioaug.errors import CheckpointError, ConfigError
 from bioaug.gan import PRESETS, TrainConfig, generate, load_checkpoint, load_generator, train
 from bioaug.gan.data import Batch, ClassBalancedSampler
 from bioaug.gan.distributed import Context
+from bioaug.gan.fastgan import FastDiscriminator, FastGenerator
 from bioaug.gan.losses import LeCam
 from bioaug.gan.networks import build_discriminator, build_generator
 from bioaug.gan.residual import ResidualDiscriminator, ResidualGenerator
@@ -37,11 +39,15 @@ def mixed_store(path: Path, *, unlabelled: int = 24, patch_size: int = 32) -> Pa
 
 # -- the registry ----------------------------------------------------------------------------------------------
 
-def test_both_presets_are_registered_and_build_their_networks():
-    assert {"plain", "resnet"} <= set(PRESETS)
-    config = tiny(preset="resnet").resolve(32)
-    assert isinstance(build_generator(config, 3, 32), ResidualGenerator)
-    assert isinstance(build_discriminator(config, 3, 32), ResidualDiscriminator)
+@pytest.mark.parametrize("preset, generator, discriminator", [
+    ("resnet", ResidualGenerator, ResidualDiscriminator),
+    ("fastgan", FastGenerator, FastDiscriminator),
+])
+def test_every_preset_is_registered_and_builds_its_networks(preset, generator, discriminator):
+    assert {"plain", "resnet", "fastgan"} <= set(PRESETS)
+    config = tiny(preset=preset).resolve(32)
+    assert isinstance(build_generator(config, 3, 32), generator)
+    assert isinstance(build_discriminator(config, 3, 32), discriminator)
 
 
 @pytest.mark.parametrize("make", [
@@ -61,7 +67,7 @@ def test_an_unknown_generator_name_on_the_command_line_exits_2_before_training(d
     out = tmp_path / "run"
     assert main(["train", str(disc_store.path), "--out", str(out), "--preset", "nope"]) == EXIT_BAD_INPUT
     error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "plain" in error and "resnet" in error
+    assert len(error.splitlines()) == 1 and all(name in error for name in ("plain", "resnet", "fastgan"))
     assert not out.exists()
 
 
@@ -82,7 +88,50 @@ def test_residual_networks_follow_the_patch_size(size, stages):
         assert not torch.allclose(generator(z, torch.tensor([0, 0])), generator(z, torch.tensor([1, 1])))
 
 
-@pytest.mark.parametrize("preset, size", [("plain", 32), ("resnet", 32), ("resnet", 64), ("resnet", 128)])
+# -- FastGAN networks ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size, stages", [(32, 4), (64, 5), (128, 6)])
+def test_fastgan_networks_follow_the_patch_size_and_excite_every_stage_from_16_px(size, stages):
+    generator = FastGenerator(3, size, z_dim=16, channels=4, max_channels=16)
+    discriminator = FastDiscriminator(3, size, channels=4, max_channels=16)
+    labels = torch.tensor([0, 1, 2, 1])
+    images = generator(torch.randn(4, 16), labels)
+    assert images.shape == (4, 3, size, size) and images.abs().max() <= 1
+    assert len(generator.norms) == stages and len(generator.excitations) == stages - 2  # 16 px and finer
+    assert discriminator(images, labels).shape == (4,)
+    scores, reconstruction = discriminator(images, labels, reconstruct=2)
+    assert scores.shape == (4,) and reconstruction.shape == () and reconstruction > 0
+    with torch.no_grad():
+        generator.eval()
+        z = torch.randn(2, 16)
+        assert not torch.allclose(generator(z, torch.tensor([0, 0])), generator(z, torch.tensor([1, 1])))
+
+
+def test_fastgan_reconstruction_trains_the_decoders_from_the_reals_only():
+    discriminator = FastDiscriminator(3, 32, channels=4, max_channels=16)
+    reals, fakes = torch.rand(3, 3, 32, 32) * 2 - 1, torch.rand(3, 3, 32, 32) * 2 - 1
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    _, loss = discriminator(torch.cat([reals, fakes]), labels, reconstruct=3)
+    loss.backward()
+    decoders = [p for name, p in discriminator.named_parameters() if name.startswith("decode_")]
+    assert decoders and all(p.grad is not None and p.grad.abs().sum() > 0 for p in decoders)
+    assert discriminator.embed.parametrizations.weight.original.grad is None  # the class plays no part
+    torch.manual_seed(0)
+    _, alone = discriminator(reals, labels[:3], reconstruct=3)
+    torch.manual_seed(0)
+    _, mixed = discriminator(torch.cat([reals, fakes]), labels, reconstruct=3)
+    torch.testing.assert_close(alone, mixed)  # the fakes do not enter the loss
+
+
+def test_fastgan_needs_32_px_patches_and_says_so_in_one_line():
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(preset="fastgan", channels=4, max_channels=16, batch_size=4).resolve(16)
+    message = str(caught.value)
+    assert "\n" not in message and "no architecture for 16 px" in message and "at least 32" in message
+
+
+@pytest.mark.parametrize("preset, size", [("plain", 32), ("resnet", 32), ("resnet", 64), ("resnet", 128),
+                                          ("fastgan", 32), ("fastgan", 64), ("fastgan", 128)])
 def test_every_preset_trains_resumes_bit_exactly_and_samples_deterministically(preset, size, tmp_path):
     store = make_disc_store(tmp_path / "store", per_class=8, patch_size=size)
     options = dict(preset=preset, checkpoint_every=3, snapshot_every=100, augment_p=0.5, ada_interval=2,
@@ -97,7 +146,9 @@ def test_every_preset_trains_resumes_bit_exactly_and_samples_deterministically(p
     for network in ("generator", "discriminator", "generator_ema"):
         for name, tensor in a[network].items():
             assert torch.equal(tensor, b[network][name]), f"{network}.{name} differs"
-    assert all("lecam" in line for line in log_lines(straight) if "loss_d" in line)
+    losses = [line for line in log_lines(straight) if "loss_d" in line]
+    assert losses and all("lecam" in line for line in losses)
+    assert all(("reconstruction" in line) == (preset == "fastgan") for line in losses)
 
     generator, meta = load_generator(straight / "checkpoint.pt")
     assert type(generator).__name__ == PRESETS[preset].generator.split(":")[1]
@@ -108,8 +159,43 @@ def test_every_preset_trains_resumes_bit_exactly_and_samples_deterministically(p
                                                   seed=3))
 
 
+def _cpu_bf16() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+needs_bf16 = pytest.mark.skipif(not _cpu_bf16(), reason="no CPU bf16 kernels")
+
+
+@pytest.mark.parametrize("options", [
+    pytest.param(dict(precision="bf16"), marks=needs_bf16, id="bf16"),
+    pytest.param(dict(channels_last=False), id="contiguous"),
+    pytest.param(dict(d_steps=1), id="d_steps=1"),
+    pytest.param(dict(d_steps=1, precision="bf16", augment=["color", "translation", "cutout"]), marks=needs_bf16,
+                 id="all-cheap"),
+])
+def test_every_throughput_option_keeps_resume_bit_exact(options, disc_store, tmp_path):
+    common = dict(checkpoint_every=3, snapshot_every=100, augment_p=0.5, ada_interval=2, ada_kimg=0.05, **options)
+    straight = train(disc_store, tmp_path / "straight", tiny(steps=6, **common), progress=False)
+    resumed = train(disc_store, tmp_path / "resumed", tiny(steps=3, **common), progress=False)
+    train(disc_store, resumed, tiny(steps=6, **common), progress=False)
+    a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(resumed / "checkpoint.pt")
+    assert a["step"] == b["step"] == 6
+    for network in ("generator", "discriminator", "generator_ema"):
+        for name, tensor in a[network].items():
+            assert torch.equal(tensor, b[network][name]), f"{network}.{name} differs"
+    record = json.loads((straight / "config.json").read_text())
+    assert record["precision"] == options.get("precision", "fp32")
+
+
+def test_bf16_on_a_cpu_without_bf16_kernels_is_a_one_line_error(disc_store, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with pytest.raises(ConfigError) as caught:
+        train(disc_store, tmp_path / "run", tiny(precision="bf16"), progress=False)
+    assert "\n" not in str(caught.value) and "precision 'bf16' needs a device with bf16 support" in str(caught.value)
+
+
 def test_a_checkpoint_from_before_presets_is_read_as_the_plain_preset(disc_store, tmp_path):
-    run = train(disc_store, tmp_path / "run", tiny(steps=2), progress=False)
+    run = train(disc_store, tmp_path / "run", tiny(steps=2, lecam=0.0), progress=False)
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     for key in ("preset", "lecam", "unlabelled", "unlabelled_fraction", "time_budget", "lecam_decay"):
         del state["config"][key]
@@ -117,13 +203,16 @@ def test_a_checkpoint_from_before_presets_is_read_as_the_plain_preset(disc_store
     torch.save(state, run / "checkpoint.pt")
     generator, meta = load_generator(run / "checkpoint.pt")
     assert meta["config"]["preset"] == "plain" and type(generator).__name__ == "Generator"
-    train(disc_store, run, tiny(steps=4), progress=False)  # and it resumes
+    # such a run trained without LeCam, which the plain preset now has by default: resuming it asks for lecam 0
+    with pytest.raises(CheckpointError, match="trained with lecam=0.0 but this run asks 0.3"):
+        train(disc_store, run, tiny(steps=4), progress=False)
+    train(disc_store, run, tiny(steps=4, lecam=0.0), progress=False)  # and it resumes
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 4
 
 
 # -- standing batch-norm statistics ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("preset", ["plain", "resnet"])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_standing_statistics_average_the_generators_own_activations_and_move_nothing_else(preset):
     from bioaug.gan.ema import standing_statistics
 
@@ -184,6 +273,13 @@ def test_a_finished_run_takes_new_ema_statistics_without_training(disc_store, tm
                if not torch.equal(tensor, after["generator_ema"][name])]
     assert changed and all(name.endswith(("running_mean", "running_var", "num_batches_tracked")) for name in changed)
     assert log_lines(run)[-1]["event"] == "ema statistics rewritten"
+
+
+def test_the_preset_chooses_lecam_unless_set():
+    assert TrainConfig().resolve(32).lecam == 0.3  # the plain preset: two-sample accuracy 0.780 -> 0.745
+    assert TrainConfig(preset="resnet").resolve(64).lecam == TrainConfig(preset="fastgan").resolve(64).lecam == 0.0
+    assert TrainConfig(lecam=0.0).resolve(32).lecam == 0.0
+    assert TrainConfig(preset="fastgan", lecam=0.1).resolve(32).lecam == 0.1
 
 
 def test_the_preset_chooses_the_ema_statistics_unless_set():

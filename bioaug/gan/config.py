@@ -58,8 +58,9 @@ class TrainConfig:
                                "with equal rates the generator outruns the discriminator and collapses)")
     d_steps: int = option(2, "discriminator updates per generator update (SNGAN's n_dis), each on a new batch")
     betas: list[float] = option([0.0, 0.99], "Adam betas (beta1 0 avoids momentum chasing a moving opponent)")
-    lecam: float = option(0.0, "weight of the LeCam regulariser on discriminator scores (Tseng et al. 2021; "
-                                "0.3 in their BigGAN + DiffAugment runs on a tenth of CIFAR-10; 0: off)")
+    lecam: float | None = option(None, "weight of the LeCam regulariser on discriminator scores (Tseng et al. "
+                                       "2021, who used 0.3; 0: off; None: by preset, 0.3 for plain, where it "
+                                       "was measured to help, 0 for the others)")
     lecam_decay: float = option(0.99, "decay of the moving averages of D(real) and D(fake) that LeCam anchors to")
     unlabelled: str = option("ignore", "what unlabelled rows (label -1) of the store train: 'discriminator' "
                                        "feeds them to the discriminator's class-independent term and the "
@@ -71,7 +72,7 @@ class TrainConfig:
     ema_stats: str | None = option(None, "batch-norm statistics of the sampling average that checkpoints "
                                          "keep: 'standing' measures them on its own outputs, 'training' "
                                          "keeps the training generator's (None: by preset, standing for "
-                                         "plain, training for resnet)",
+                                         "plain, training for the others)",
                                    choices=EMA_STATS, resumable=True)
     augment: list[str] = option(list(AUGMENTATIONS), "differentiable augmentations applied to every image the "
                                                      "discriminator sees", choices=AUGMENTATIONS)
@@ -87,7 +88,8 @@ class TrainConfig:
     log_every: int = option(50, "steps between lines of log.jsonl and progress-bar updates", resumable=True)
     grid_columns: int = option(8, "samples per class (one row each) in sample grids", resumable=True)
     device: str = option("auto", "where to train: CUDA when present with auto", choices=DEVICES, resumable=True)
-    precision: str = option("auto", "bf16 autocast on CUDA when supported with auto; fp32 otherwise",
+    precision: str = option("auto", "bf16 autocast: with auto on CUDA when supported, fp32 on the CPU; bf16 "
+                                    "also on a CPU with bf16 kernels (AVX-512 BF16, AMX)",
                             choices=PRECISIONS, resumable=True)
     channels_last: bool = option(True, "channels-last memory format (faster convolutions)", resumable=True)
     compile: bool = option(False, "torch.compile the networks (worth it for long GPU runs)", resumable=True)
@@ -105,7 +107,7 @@ class TrainConfig:
                 raise ConfigError("config", f"option {name!r} must be positive, got {getattr(self, name)}")
         if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
             raise ConfigError("config", f"option 'betas' needs two values in [0, 1), got {self.betas}")
-        if self.time_budget < 0 or self.lecam < 0:
+        if self.time_budget < 0 or (self.lecam or 0) < 0:
             raise ConfigError("config", "options 'time_budget' and 'lecam' must be at least 0, got "
                                         f"{self.time_budget} and {self.lecam}")
         if not 0 <= self.unlabelled_fraction < 1:
@@ -130,13 +132,15 @@ class TrainConfig:
         """A copy with the size-dependent defaults filled in for ``patch_size``.
 
         Raises ``ConfigError`` for an unknown preset, when the networks cannot be built for that size (it must
-        be 4 * 2**n, at least 16) or when the preset has no defaults for it and the size-dependent options
-        were left unset.
+        be 4 * 2**n, at least 16 or the preset's ``min_patch_size``) or when the preset has no defaults for it
+        and the size-dependent options were left unset.
         """
-        defaults = get_preset(self.preset).size_defaults
-        if not trainable_patch_size(patch_size):
-            raise ConfigError("config", f"no architecture for {patch_size} px patches: the GAN needs 4 * 2**n "
-                                        f"pixels, at least {MIN_PATCH_SIZE} (defaults exist for "
+        preset = get_preset(self.preset)
+        defaults = preset.size_defaults
+        smallest = max(MIN_PATCH_SIZE, preset.min_patch_size)
+        if not trainable_patch_size(patch_size) or patch_size < smallest:
+            raise ConfigError("config", f"no architecture for {patch_size} px patches: the {self.preset} preset "
+                                        f"needs 4 * 2**n pixels, at least {smallest} (defaults exist for "
                                         f"{', '.join(map(str, defaults))})")
         missing = [name for name in SIZED_OPTIONS if getattr(self, name) is None]
         if missing and patch_size not in defaults:
@@ -145,7 +149,9 @@ class TrainConfig:
                                         f"{', '.join(name.replace('_', '-') for name in missing)}")
         resolved = dataclasses.replace(self, **{name: defaults[patch_size][name] for name in missing})
         if resolved.ema_stats is None:
-            resolved.ema_stats = get_preset(self.preset).ema_stats
+            resolved.ema_stats = preset.ema_stats
+        if resolved.lecam is None:
+            resolved.lecam = preset.lecam
         resolved.validate()
         return resolved
 

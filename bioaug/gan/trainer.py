@@ -6,8 +6,9 @@ Run directory (rank 0 writes it; the augment stage reads it)::
                            seed, devices, package versions
     checkpoint.pt          latest full training state (see bioaug.gan.checkpoint), replaced atomically
     log.jsonl              append-only; one JSON object per line: run events and, every log_every steps,
-                           losses (and the LeCam term when on), discriminator scores, augment p, ADA r_t,
-                           images/s; per-class diversity at snapshots
+                           losses (and the LeCam and reconstruction terms when on), discriminator scores,
+                           augment p, ADA r_t, images per wall and per CPU second; per-class diversity at
+                           snapshots
     samples/step-NNNNNN.png  EMA samples at every snapshot, fixed latents, one row per class
     reals.png              real patches in the same layout, written when a run starts
 
@@ -157,15 +158,25 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas)
         self.augment = AugmentController(config, self.device)
         self.lecam = LeCam(config.lecam, config.lecam_decay, self.device)
+        #: whether the discriminator adds a reconstruction loss of its own (the fastgan preset's)
+        self.reconstructs = bool(getattr(self.discriminator, "reconstructs", False))
         self.step = 0
         self.train_seconds = 0.0
         self._sampler_cache: tuple[int, torch.nn.Module] | None = None
 
     def _use_bf16(self) -> bool:
-        supported = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        """bf16 autocast: by default on CUDA where supported; on the CPU only when asked for, and only where
+        oneDNN has bf16 kernels (AVX-512 BF16 or AMX), since emulated bf16 is slower than fp32."""
+        if self.device.type == "cuda":
+            supported = torch.cuda.is_bf16_supported()
+        else:
+            supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         if self.config.precision == "bf16" and not supported:
-            raise ConfigError("config", f"precision 'bf16' needs a CUDA device with bf16 support, not {self.device}")
-        return supported and self.config.precision != "fp32"
+            raise ConfigError("config", f"precision 'bf16' needs a device with bf16 support, which {self.device} "
+                                        f"lacks here")
+        if self.device.type == "cuda":
+            return supported and self.config.precision != "fp32"
+        return self.config.precision == "bf16"
 
     # -- state -------------------------------------------------------------------------------------------------
 
@@ -264,8 +275,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         real_diversity = self._begin(start, resumed=state is not None)
-        totals = torch.zeros(5, device=self.device)
-        interval_start, paused, interval_steps = time.perf_counter(), 0.0, 0
+        totals = torch.zeros(6, device=self.device)
+        interval_start, paused, interval_steps = _clocks(), np.zeros(2), 0
         clock = time.process_time if self.config.budget_clock == "cpu" else time.perf_counter
         loop_start, seconds_before = clock(), self.train_seconds
         # with a time budget the bar counts budget seconds (its ETA is when the budget runs out), else steps
@@ -286,21 +297,21 @@ class Trainer:
                 last = self.step == self.config.steps or out_of_time
                 record: dict[str, Any] = {}
                 if self.step % self.config.log_every == 0 or last:
-                    seconds = time.perf_counter() - interval_start - paused
+                    seconds = _clocks() - interval_start - paused
                     record = self._losses(totals / interval_steps, interval_steps, seconds)
                     bar.set_postfix({"step": self.step, "img/s": f"{record['images_per_s']:.0f}",
                                      "D": f"{record['loss_d']:.3f}",
                                      "G": f"{record['loss_g']:.3f}", "p": f"{self.augment.p:.2f}"})
                     totals.zero_()
-                    interval_start, paused, interval_steps = time.perf_counter(), 0.0, 0
-                pause_start = time.perf_counter()
+                    interval_start, paused, interval_steps = _clocks(), np.zeros(2), 0
+                pause_start = _clocks()
                 if (self.step % self.config.snapshot_every == 0 or last) and self.context.is_main:
                     record.update(self._snapshot(real_diversity))
                 if record and self.context.is_main:
                     self._log({"step": self.step, **record})
                 if self.step % self.config.checkpoint_every == 0 or last:
                     self.save()
-                paused += time.perf_counter() - pause_start
+                paused += _clocks() - pause_start
                 if out_of_time:
                     if self.context.is_main:
                         self._log({"event": "time budget spent", "step": self.step,
@@ -317,12 +328,13 @@ class Trainer:
         spent = torch.tensor([float(self.train_seconds >= self.config.time_budget)], device=self.device)
         return bool(self.context.all_reduce_sum(spent).item() > 0)
 
-    def discriminator_loss(self, generator: torch.nn.Module, discriminator: torch.nn.Module,
-                           batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Hinge loss (plus LeCam when on) of one discriminator batch: reals of ``batch`` against fakes of its
-        classes, every row scored with its label (the class-independent term alone for label -1).
+    def discriminator_loss(self, generator: torch.nn.Module, discriminator: torch.nn.Module, batch: Batch
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hinge loss (plus LeCam when on, and the discriminator's reconstruction loss on the augmented reals
+        when it has one) of one discriminator batch: reals of ``batch`` against fakes of its classes, every row
+        scored with its label (the class-independent term alone for label -1).
 
-        Returns (loss, LeCam term, scores of reals, scores of fakes).
+        Returns (loss, LeCam term, reconstruction term, scores of reals, scores of fakes).
         """
         config, device = self.config, self.device
         real = load_images(self.store, batch.indices, device, channels_last=config.channels_last)
@@ -331,25 +343,30 @@ class Trainer:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             with torch.no_grad():
                 fake = generator(latents, torch.from_numpy(batch.classes).to(device))
-            scores = discriminator(augment(torch.cat([real, fake]), self.augment.p, config.augment),
-                                   torch.cat([labels, labels])).float()
-        real_scores, fake_scores = scores.chunk(2)
+            inputs, both = augment(torch.cat([real, fake]), self.augment.p, config.augment), torch.cat([labels, labels])
+            if self.reconstructs:
+                scores, reconstruction = discriminator(inputs, both, reconstruct=len(real))
+            else:
+                scores, reconstruction = discriminator(inputs, both), torch.zeros((), device=device)
+        real_scores, fake_scores = scores.float().chunk(2)
+        reconstruction = reconstruction.float()
         loss = discriminator_hinge_loss(real_scores, fake_scores)
         regulariser = torch.zeros((), device=device)
         if self.lecam.enabled:
             self.lecam.update(real_scores, fake_scores, self.context.all_reduce_sum)
             regulariser = self.lecam.penalty(real_scores, fake_scores)
-        return loss + regulariser, regulariser, real_scores, fake_scores
+        return loss + regulariser + reconstruction, regulariser, reconstruction, real_scores, fake_scores
 
     def _train_step(self, generator: torch.nn.Module, discriminator: torch.nn.Module) -> torch.Tensor:
         """``d_steps`` discriminator updates, then one generator update; returns (loss_d, loss_g, D(real),
-        D(fake), LeCam term) of the last discriminator update."""
+        D(fake), LeCam term, reconstruction term) of the last discriminator update."""
         config, device = self.config, self.device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
         for k in range(config.d_steps):
             batch = self.sampler.batch(self.step * config.d_steps + k, config.batch_size, self.context.rank,
                                        self.context.world_size)
-            loss_d, regulariser, real_scores, fake_scores = self.discriminator_loss(generator, discriminator, batch)
+            loss_d, regulariser, reconstruction, real_scores, fake_scores = self.discriminator_loss(
+                generator, discriminator, batch)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
@@ -369,7 +386,7 @@ class Trainer:
         self.discriminator.requires_grad_(True)
         update_ema(self.ema, self.generator, ema_decay_at(self.step, config.ema_decay))
         return torch.stack([loss_d.detach(), loss_g.detach(), real_scores.detach().mean(),
-                            fake_scores.detach().mean(), regulariser.detach()])
+                            fake_scores.detach().mean(), regulariser.detach(), reconstruction.detach()])
 
     # -- what a person watches -----------------------------------------------------------------------------------
 
@@ -401,13 +418,16 @@ class Trainer:
                    "real_diversity": dict(zip(self.store.class_names, map(_finite, real_diversity)))})
         return real_diversity
 
-    def _losses(self, means: torch.Tensor, steps: int, seconds: float) -> dict[str, Any]:
-        loss_d, loss_g, d_real, d_fake, lecam = means.tolist()
+    def _losses(self, means: torch.Tensor, steps: int, seconds: np.ndarray) -> dict[str, Any]:
+        """The log record of an interval of ``steps`` steps that took ``seconds`` (wall, CPU) of training."""
+        loss_d, loss_g, d_real, d_fake, lecam, reconstruction = means.tolist()
         return {"loss_d": _finite(loss_d), "loss_g": _finite(loss_g), "d_real": _finite(d_real),
                 "d_fake": _finite(d_fake), **({"lecam": _finite(lecam)} if self.lecam.enabled else {}),
+                **({"reconstruction": _finite(reconstruction)} if self.reconstructs else {}),
                 "augment_p": _finite(self.augment.p, 5),
                 "ada_rt": _finite(self.augment.last_rt),
-                "images_per_s": round(steps * self.config.batch_size / max(seconds, 1e-9), 1)}
+                "images_per_s": round(steps * self.config.batch_size / max(seconds[0], 1e-9), 1),
+                "images_per_cpu_s": round(steps * self.config.batch_size / max(seconds[1], 1e-9), 1)}
 
     def _snapshot(self, real_diversity: list[float]) -> dict[str, Any]:
         """Write this step's sample grid and measure per-class diversity; warn on collapsing classes."""
@@ -429,6 +449,11 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out / LOG_NAME, "a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def _clocks() -> np.ndarray:
+    """Wall and CPU (this process, all threads) seconds now: logs give images per second by both."""
+    return np.array([time.perf_counter(), time.process_time()])
 
 
 def _now() -> str:
