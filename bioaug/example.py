@@ -51,7 +51,8 @@ class ExampleSlide:
 
 def write_example_slide(path: str | Path, *, width: int = 4096, height: int = 3072, mpp: float = 0.25,
                         seed: int = 0, tile_size: int = 256, jpeg_quality: int = 90,
-                        progress: bool = False, hematoxylin_strength: float = 1.0) -> ExampleSlide:
+                        progress: bool = False, hematoxylin_strength: float = 1.0,
+                        eosin_strength: float = 1.0) -> ExampleSlide:
     """Write a procedural H&E-like slide and the CSV of its nuclei (``<stem>.nuclei.csv``, beside it).
 
     Parameters
@@ -74,6 +75,8 @@ def write_example_slide(path: str | Path, *, width: int = 4096, height: int = 30
     hematoxylin_strength : float
         Haematoxylin concentration relative to the default stain (0.25: a weakly stained slide, as from an
         exhausted bath or a frozen section), everywhere at once; the nuclei and their CSV are unchanged.
+    eosin_strength : float
+        Eosin concentration relative to the default, likewise (slides of one cohort vary in both stains).
 
     Returns
     -------
@@ -95,13 +98,15 @@ def write_example_slide(path: str | Path, *, width: int = 4096, height: int = 30
     """
     path = Path(path)
     _check_options(width, height, mpp, tile_size, jpeg_quality)
-    if not 0 < hematoxylin_strength <= 4:
-        raise ConfigError("hematoxylin_strength", f"must lie in (0, 4], got {hematoxylin_strength}")
+    for name, strength in (("hematoxylin_strength", hematoxylin_strength), ("eosin_strength", eosin_strength)):
+        if not 0 < strength <= 4:
+            raise ConfigError(name, f"must lie in (0, 4], got {strength}")
     scene = _build_scene(width, height, mpp, tile_size, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     csv_path = path.with_name(f"{path.stem}.nuclei.csv")
     with atomic_path(path) as tmp:
-        _write_pyramid(tmp, scene, seed, tile_size, jpeg_quality, progress, hematoxylin_strength)
+        _write_pyramid(tmp, scene, seed, tile_size, jpeg_quality, progress,
+                       (hematoxylin_strength, eosin_strength))
     with atomic_path(csv_path) as tmp:
         _write_nuclei_csv(tmp, scene.nuclei, path.name)
     return ExampleSlide(path=path, nuclei_csv=csv_path, width=width, height=height, mpp=mpp,
@@ -135,12 +140,13 @@ _NOISE_RGB = 1.5  # standard deviation of per-pixel noise, in 8-bit units
 
 # (haematoxylin, eosin) concentrations of the compartments between nuclei
 _STROMA_STAIN = (0.04, 0.45)
-_EPITHELIUM_STAIN = (0.10, 0.30)
-_LYMPHOID_STAIN = (0.16, 0.20)
+_EPITHELIUM_STAIN = (0.12, 0.26)   # epithelium and lymphoid tissue alike between nuclei
+_LYMPHOID_STAIN = (0.12, 0.26)
 _LUMEN_STAIN = (0.0, 0.04)
 _FIBRE_CONTRAST = 0.35     # relative eosin variation across stroma fibres
 _MOTTLE_CONTRAST = 0.2     # relative eosin variation of cytoplasm
 _NUCLEUS_CLEARS_EOSIN = 0.6  # share of the eosin a nucleus displaces
+_STAIN_SPREAD = 0.35       # log-normal spread of the haematoxylin of nuclei of one class
 _NUCLEUS_EDGE_UM = 0.4     # blur of the nuclear outline
 _TISSUE_EDGE = 0.15        # width of the tissue border, in units of the tissue field
 
@@ -163,9 +169,11 @@ class _Morphology:
         return 4 * integrate.quad(lambda u: math.sqrt((1 - u) * (1 + (1 - self.tip) * u)), 0, 1)[0]
 
 
+# The classes share one mean haematoxylin and differ in size, shape, chromatin texture, membrane rim and
+# crowding, so that a patch's colour statistics alone do not tell them apart (the demo's colour baseline).
 _MORPHOLOGY = (
-    _Morphology(length=(6.8, 0.4), width=(6.3, 0.4), spacing=8.0, stain=2.0, texture=0.15, rim=0.0, tip=0.0),
-    _Morphology(length=(10.5, 0.9), width=(8.0, 0.6), spacing=12.0, stain=0.7, texture=0.4, rim=0.6, tip=0.0),
+    _Morphology(length=(6.8, 0.4), width=(6.3, 0.4), spacing=8.0, stain=1.3, texture=0.15, rim=0.0, tip=0.0),
+    _Morphology(length=(10.5, 0.9), width=(8.0, 0.6), spacing=12.0, stain=1.3, texture=0.4, rim=0.6, tip=0.0),
     _Morphology(length=(16.0, 1.5), width=(3.6, 0.3), spacing=16.0, stain=1.3, texture=0.15, rim=0.0, tip=0.7),
 )
 
@@ -451,7 +459,7 @@ def _describe_nuclei(rng: np.random.Generator, layout: _Layout, yx_um: np.ndarra
     fibre = layout.composition(yx_um[:, 0], yx_um[:, 1], lattice=False).orientation
     angle = np.where(label == CLASS_NAMES.index("fibroblast"), fibre + 0.15 * rng.standard_normal(n),
                      rng.uniform(0, np.pi, n))
-    stain = np.array([m.stain for m in _MORPHOLOGY])[label] * np.exp(0.1 * rng.standard_normal(n))
+    stain = np.array([m.stain for m in _MORPHOLOGY])[label] * np.exp(_STAIN_SPREAD * rng.standard_normal(n))
     # centres are rounded as the CSV writes them, so the CSV is exactly what is drawn (the margin of
     # background keeps them well inside [0, side - 1] already)
     y, x = (np.clip(np.round(yx_um[:, i] / mpp, 2), 0, side - 1) for i, side in enumerate(shape))
@@ -519,8 +527,9 @@ def _level_textures(seed: int, level: int, um_per_px: float) -> _Textures:
 
 
 def _render_tile(scene: _Scene, textures: _Textures, level: int, row: int, col: int, tile: int,
-                 hematoxylin_strength: float = 1.0) -> np.ndarray:
-    """RGB uint8 tile ``(row, col)`` of pyramid level ``level`` (downsample ``4 ** level``)."""
+                 strengths: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """RGB uint8 tile ``(row, col)`` of pyramid level ``level`` (downsample ``4 ** level``), with the
+    haematoxylin and eosin scaled by ``strengths``."""
     down = 4 ** level
     gy = row * tile + np.arange(tile)
     gx = col * tile + np.arange(tile)
@@ -532,8 +541,8 @@ def _render_tile(scene: _Scene, textures: _Textures, level: int, row: int, col: 
         where = scene.layout.composition(y_um, x_um, lattice=True)
         haem, eosin = _compartment_stain(where, local)
         haem_nuclei, cover = _draw_nuclei(scene.nuclei, local, scene.mpp, down, gy[0], gx[0], tile)
-        haem = (where.tissue * haem + haem_nuclei) * hematoxylin_strength
-        eosin = where.tissue * eosin * (1 - _NUCLEUS_CLEARS_EOSIN * np.minimum(cover, 1))
+        haem = (where.tissue * haem + haem_nuclei) * strengths[0]
+        eosin = where.tissue * eosin * (1 - _NUCLEUS_CLEARS_EOSIN * np.minimum(cover, 1)) * strengths[1]
         rgb = np.stack([haem, eosin], axis=-1) @ -np.stack([_HAEMATOXYLIN, _EOSIN])
         np.exp(rgb, out=rgb)
         rgb *= _BACKGROUND_RGB
@@ -632,7 +641,7 @@ def _pyramid_shapes(width: int, height: int) -> list[tuple[int, int]]:
 
 
 def _write_pyramid(path: Path, scene: _Scene, seed: int, tile: int, quality: int, progress: bool,
-                   hematoxylin_strength: float) -> None:
+                   strengths: tuple[float, float]) -> None:
     """Write every level as a tiled JPEG page of the main IFD chain, rendering tile by tile."""
     import tifffile
 
@@ -644,7 +653,7 @@ def _write_pyramid(path: Path, scene: _Scene, seed: int, tile: int, quality: int
               desc="example slide") as bar, tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
         for level, ((h, w), (rows, cols)) in enumerate(zip(shapes, grids)):
             textures = _level_textures(seed, level, scene.mpp * 4 ** level)
-            tiles = (_render_tile(scene, textures, level, r, c, tile, hematoxylin_strength)
+            tiles = (_render_tile(scene, textures, level, r, c, tile, strengths)
                      for r in range(rows) for c in range(cols))
             # each level records its own pixel size; OpenSlide reports level 0's as openslide.mpp-x/y
             pixels_per_cm = 1e4 / (scene.mpp * 4 ** level)

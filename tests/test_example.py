@@ -150,11 +150,12 @@ def test_nuclei_stand_out_in_the_haematoxylin_channel(level0: np.ndarray, haemat
     assert np.quantile(at_nuclei, 0.05) > np.quantile(background, 0.95)
 
 
-def test_classes_differ_in_darkness_size_and_shape(haematoxylin: np.ndarray,
-                                                   nuclei: list[dict[str, str]]) -> None:
+def test_classes_differ_in_size_and_shape_not_in_darkness(haematoxylin: np.ndarray,
+                                                          nuclei: list[dict[str, str]]) -> None:
+    """Colour alone must not tell the classes apart (the demo's colour baseline), morphology must."""
     darkness = {name: np.median(_disc_mean(haematoxylin, _points(nuclei, name), 1.5 / MPP))
                 for name in CLASS_NAMES}
-    assert darkness["lymphocyte"] > 1.5 * darkness["epithelial"]
+    assert max(darkness.values()) < 1.35 * min(darkness.values()), darkness
 
     # the stained region under each centre: its area and elongation, median per class
     stained = label_regions(haematoxylin > 0.025)
@@ -183,3 +184,25 @@ def test_bad_options_raise_config_error(tmp_path: Path, option: str, value: floa
     with pytest.raises(ConfigError, match=option):
         write_example_slide(tmp_path / "bad.tiff", **{option: value})
     assert not list(tmp_path.iterdir())
+
+
+def test_colour_statistics_alone_do_not_separate_the_demo_classes(tmp_path):
+    """The demo's colour baseline trained on some slides fails on another (about 0.7 balanced accuracy here,
+    0.98 before the classes shared one haematoxylin level and slides varied in stain)."""
+    from bioaug.demo import slide_stain
+    from bioaug.evaluate import classification_metrics, colour_baseline
+    from bioaug.tile import TileConfig, tile
+
+    slides, labels = [], []
+    for seed in range(4):
+        haem, eosin = slide_stain(seed)
+        slide = write_example_slide(tmp_path / f"s{seed}.tiff", width=1536, height=1024, seed=seed,
+                                    hematoxylin_strength=haem, eosin_strength=eosin)
+        slides.append(slide.path)
+        labels.append(str(slide.nuclei_csv))
+    store = tile(slides, tmp_path / "store", TileConfig(label_by="points", labels=labels, qc=False), progress=False)
+    test = np.asarray(store.slides) == "s0.tiff"
+    images, y = store.images(), store.labels
+    probabilities = colour_baseline(images[~test], y[~test], images[test], len(store.class_names))
+    assert test.sum() > 50
+    assert classification_metrics(y[test], probabilities)["balanced_accuracy"] < 0.85
