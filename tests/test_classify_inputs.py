@@ -138,6 +138,31 @@ def test_balanced_sampler_reaches_the_training_batches(disc_store, monkeypatch):
     assert 0.35 < share < 0.65
 
 
+def test_balanced_extra_sampling_balances_the_synthetic_share(disc_store, monkeypatch):
+    drawn = []
+    original = train_module.nn.CrossEntropyLoss
+
+    class Spy(original):
+        def forward(self, logits, targets):
+            drawn.append(targets.numpy().copy())
+            return super().forward(logits, targets)
+
+    monkeypatch.setattr(train_module.nn, "CrossEntropyLoss", Spy)
+    images, labels = disc_store.images(), disc_store.labels
+    real = np.flatnonzero(labels == 0)[:20]
+    extra = np.flatnonzero(labels == 1)[:30].tolist() + np.flatnonzero(labels == 2)[:3].tolist()
+    for sampler, low, high in (("uniform", 0.0, 0.2), ("balanced", 0.35, 0.65)):
+        drawn.clear()
+        config = ClassifierConfig(network="resnet10-w0.5", steps=10, batch_size=32, extra_sampler=sampler)
+        _, history = train_classifier(images[real], labels[real], None, None, N_CLASSES, config,
+                                      extra=(images[extra], labels[extra]), extra_fraction=0.5, progress=False)
+        extra_share = np.concatenate([batch[16:] for batch in drawn])  # the last 16 of each batch are extra
+        assert low <= (extra_share == 2).mean() <= high, sampler  # class 2 is 3 of 33 extra patches
+    assert np.allclose(history["prior"], learned_prior(
+        batch_class_frequency(labels[real], labels[extra], 0.5, N_CLASSES, "uniform", "balanced"),
+        np.asarray(history["class_weights"])))
+
+
 def test_logit_adjustment_subtracts_tau_times_the_learned_log_prior():
     prior = learned_prior(np.array([0.7, 0.2, 0.1]), np.ones(3))
     assert np.allclose(prior, [0.7, 0.2, 0.1])

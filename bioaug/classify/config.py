@@ -52,6 +52,9 @@ class ClassifierConfig:
                                   choices=CLASS_WEIGHTINGS)
     sampler: str = option("uniform", "how the real patches of a batch are drawn: uniform, or balanced (every "
                                      "class equally often)", choices=SAMPLERS)
+    extra_sampler: str = option("uniform", "how the synthetic or pseudo-labelled share of a batch is drawn: "
+                                           "uniform, or balanced (every class equally often: synthetic patches "
+                                           "can give the rare class what real labels cannot)", choices=SAMPLERS)
     logit_adjustment: float = option(0.0, "post-hoc logit adjustment tau (Menon et al. 2021): tau x log of the "
                                           "class prior the trained network learned is subtracted at prediction")
 
@@ -71,7 +74,7 @@ class ClassifierConfig:
         if self.lr <= 0 or self.weight_decay < 0 or self.patience < 0:
             raise ConfigError("classifier", "lr must be > 0, weight_decay and patience >= 0")
         for name, choices in (("marker", MARKERS), ("tta", TTA_MODES), ("class_weighting", CLASS_WEIGHTINGS),
-                              ("sampler", SAMPLERS)):
+                              ("sampler", SAMPLERS), ("extra_sampler", SAMPLERS)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"--classifier-{name.replace('_', '-')}",
                                   f"{getattr(self, name)!r} is not one of {', '.join(choices)}")

@@ -33,20 +33,28 @@ from .model import PatchClassifier, centre_crop, without_tta
 WEIGHTING_POWERS = {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}
 
 
-def batch_class_frequency(labels: np.ndarray, extra_labels: np.ndarray | None, extra_fraction: float,
-                          n_classes: int, sampler: str = "uniform") -> np.ndarray:
-    """The expected class distribution of the batches drawn: real patches (uniformly, or every present class
-    equally often with the ``balanced`` sampler) mixed with ``extra_fraction`` extra patches."""
+def _draw_frequency(labels: np.ndarray, n_classes: int, sampler: str) -> np.ndarray:
+    """Class distribution of patches drawn from ``labels``: as they are, or every present class alike."""
     counts = np.bincount(labels, minlength=n_classes)
-    frequency = (counts > 0) / max((counts > 0).sum(), 1) if sampler == "balanced" else counts / max(len(labels), 1)
+    if sampler == "balanced":
+        return (counts > 0) / max((counts > 0).sum(), 1)
+    return counts / max(len(labels), 1)
+
+
+def batch_class_frequency(labels: np.ndarray, extra_labels: np.ndarray | None, extra_fraction: float,
+                          n_classes: int, sampler: str = "uniform", extra_sampler: str = "uniform") -> np.ndarray:
+    """The expected class distribution of the batches drawn: real patches (uniformly, or every present class
+    equally often with the ``balanced`` sampler) mixed with ``extra_fraction`` extra patches (likewise)."""
+    frequency = _draw_frequency(labels, n_classes, sampler)
     if extra_labels is not None and len(extra_labels) and extra_fraction > 0:
-        extra = np.bincount(extra_labels, minlength=n_classes) / len(extra_labels)
+        extra = _draw_frequency(extra_labels, n_classes, extra_sampler)
         frequency = (1 - extra_fraction) * frequency + extra_fraction * extra
     return frequency
 
 
 def mixture_class_weights(labels: np.ndarray, extra_labels: np.ndarray | None, extra_fraction: float,
-                          n_classes: int, weighting: str = "inverse", sampler: str = "uniform") -> np.ndarray:
+                          n_classes: int, weighting: str = "inverse", sampler: str = "uniform",
+                          extra_sampler: str = "uniform") -> np.ndarray:
     """Loss weights ``(K p_c)^-power`` for the class frequencies ``p_c`` of the batches actually drawn.
 
     Batches hold ``1 - extra_fraction`` real and ``extra_fraction`` extra patches, so the expected class
@@ -54,7 +62,7 @@ def mixture_class_weights(labels: np.ndarray, extra_labels: np.ndarray | None, e
     every present class weigh the same in the loss, ``sqrt`` halfway, ``none`` leaves the frequencies as they
     are. Classes absent from both get weight 0 (they contribute no terms anyway).
     """
-    frequency = batch_class_frequency(labels, extra_labels, extra_fraction, n_classes, sampler)
+    frequency = batch_class_frequency(labels, extra_labels, extra_fraction, n_classes, sampler, extra_sampler)
     present = frequency > 0
     weights = np.zeros(n_classes)
     weights[present] = (present.sum() * frequency[present]) ** -WEIGHTING_POWERS[weighting]
@@ -211,12 +219,14 @@ def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, val_ima
     train_images = _viewed(train_images, view, "training patches")
     extra_images = _viewed(extra_images, view, "extra training patches") if has_extra else None
     real_stream = (_BalancedStream(labels, rng) if config.sampler == "balanced" else _Stream(len(train_images), rng))
-    extra_stream = _Stream(len(extra_images) if has_extra else 0, rng)
+    extra_stream = (_BalancedStream(extra_labels, rng) if has_extra and config.extra_sampler == "balanced"
+                    else _Stream(len(extra_images) if has_extra else 0, rng))
     augment = build_augmentation(config.augmentation, config.seed)
     model = PatchClassifier(config, n_classes).to(device)
     share = n_extra / config.batch_size
-    frequency = batch_class_frequency(labels, extra_labels, share, n_classes, config.sampler)
-    weights = mixture_class_weights(labels, extra_labels, share, n_classes, config.class_weighting, config.sampler)
+    samplers = (config.sampler, config.extra_sampler)
+    frequency = batch_class_frequency(labels, extra_labels, share, n_classes, *samplers)
+    weights = mixture_class_weights(labels, extra_labels, share, n_classes, config.class_weighting, *samplers)
     model.set_prior(learned_prior(frequency, weights))
     loss_fn = nn.CrossEntropyLoss(weight=torch.as_tensor(weights, dtype=torch.float32, device=device))
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
