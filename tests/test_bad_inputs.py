@@ -440,6 +440,31 @@ def case_evaluate_out_read_only(ws, inputs):  # 13.1
     return argv, out, str(out)
 
 
+def case_evaluate_external_store_of_another_patch_size(ws, inputs):  # 19.10: fold stores were written first
+    argv, out = _evaluate(ws, inputs.store)
+    other = make_disc_store(ws / "other-site", per_class=8, slides=2, patch_size=48, slide_prefix="site")
+    return [*argv, "--external", f"site-b={other.path}"], out, "48 px patches"
+
+
+def case_evaluate_generator_seed_the_evaluation_sets(ws, inputs):  # 19.10: silently overridden
+    argv, out = _evaluate(ws, inputs.store)
+    return [*argv, "--generator-seed", "3"], out, "--generator-seed: is set by the evaluation (from split_seed)"
+
+
+def case_evaluate_view_larger_than_the_patches(ws, inputs):  # 25.2
+    argv, out = _evaluate(ws, inputs.store)
+    return [*argv, "--classifier-view", "40"], out, "view of 40 px is larger than its 32 px patches"
+
+
+def case_evaluate_split_file_of_other_slides(ws, inputs):  # 25.1
+    argv, out = _evaluate(ws, inputs.store)
+    others = make_disc_store(ws / "others", per_class=8, slides=3, slide_prefix="elsewhere")
+    splits = ws / "splits.json"
+    from bioaug.evaluate import Splits
+    Splits.make(others.slides, others.labels, folds=2, seed=0, group_by="slide", draws=[0]).save(splits)
+    return [*argv, "--splits", str(splits)], out, "are not in the split (e.g. slide0, slide1)"
+
+
 def case_verify_not_a_store(ws, inputs):
     (ws / "empty").mkdir()
     return ["verify", str(ws / "empty")], None, "not a patch store"

@@ -126,6 +126,15 @@ class EvaluateConfig:
             raise ConfigError("device", f"{self.device!r} is not one of {', '.join(DEVICES)}")
         for section in (self.classifier, self.generator, self.augment):
             section.validate()
+        for flag, value, default, instead in (
+                ("--classifier-seed", self.classifier.seed, 0, "seeds"),
+                ("--generator-seed", self.generator.seed, 0, "split_seed"),
+                ("--augment-seed", self.augment.seed, 0, "split_seed"),
+                ("--generator-device", self.generator.device, "auto", "device"),
+                ("--augment-device", self.augment.device, "auto", "device")):
+            if value != default:
+                raise ConfigError(flag, f"is set by the evaluation (from {instead}); set {instead} instead of "
+                                        f"{value!r}")
         needs_pool = [arm for arm in self.arms if ARMS[arm].needs_pool]
         if needs_pool and not self.unlabelled:
             raise ConfigError("unlabelled", f"arm {needs_pool[0]!r} needs an unlabelled store (unlabelled: STORE, "

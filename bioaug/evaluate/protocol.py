@@ -697,9 +697,9 @@ def run_evaluation(store: PatchStore | str | Path, out: str | Path, config: Eval
     pool = PatchStore(config.unlabelled) if config.unlabelled else None
     if pool is not None:
         pool.verify(progress=progress)
-    cells = plan(store, config, out / "work")
-    externals = [open_external(name, path, store, pool, config.external_classes)
+    externals = [open_external(name, path, store, pool, config.external_classes)  # refused before plan writes
                  for name, path in config.external.items()]
+    cells = plan(store, config, out / "work")
     if client is not None and config.scheduler is not None:
         raise ConfigError("--scheduler", "give one of client or scheduler")
     with ExitStack() as stack:
