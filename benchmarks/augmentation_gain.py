@@ -5,8 +5,12 @@ with its annotated nuclei (``--label-by points``) and, for the unlabelled pool, 
 detector finds (``--label-by none``, never the annotated centres). Then runs ``bioaug evaluate`` with
 ``pipelines/crc-nuclei-quick.yaml`` on a Dask cluster (``--scheduler``, by default ``local:2``: two worker
 processes of one torch thread each, so the tasks of both folds keep both cores busy), which writes the report.
-Interrupted runs resume. The report is copied into ``docs/results/crc-nuclei-quick/`` and the
-macro-F1 table printed; the copies name paths relative to the repository.
+Interrupted runs resume; each profile works in ``WORK/evaluation-<profile>``. The report is copied into
+``docs/results/crc-nuclei-quick/`` (``--results``) and the macro-F1 table printed; the copies name paths
+relative to the repository. The learning-curve profile runs on a store cut at 96 px::
+
+    python benchmarks/augmentation_gain.py --config pipelines/crc-nuclei-curve.yaml --patch-size 96 \
+        --border reflect --results docs/results/crc-nuclei-curve
 
 Usage::
 
@@ -39,12 +43,16 @@ REPO = Path(__file__).resolve().parent.parent
 CRC_MPP = 0.55
 
 
-def crc_stores(data: Path, work: Path, workers: int) -> tuple[PatchStore, PatchStore]:
-    """The labelled CRCHistoPhenotypes store and its unlabelled pool under ``work``, tiled on first use."""
+def crc_stores(data: Path, work: Path, workers: int, patch_size: int = 32,
+               border: str = "skip") -> tuple[PatchStore, PatchStore]:
+    """The labelled CRCHistoPhenotypes store and its unlabelled pool under ``work``, tiled on first use
+    (``crc-store``/``crc-pool`` at 32 px, else ``crc-store-<size>``/``crc-pool-<size>``)."""
     stores = []
-    for name, config in (("crc-store", TileConfig(label_by="points", labels=[str(data / "nuclei_labels.csv")],
-                                                  slide_mpp=CRC_MPP, workers=workers)),
-                         ("crc-pool", TileConfig(label_by="none", slide_mpp=CRC_MPP, workers=workers))):
+    suffix = "" if patch_size == 32 else f"-{patch_size}"
+    shape = {"slide_mpp": CRC_MPP, "workers": workers, "patch_size": patch_size, "border": border}
+    for name, config in ((f"crc-store{suffix}", TileConfig(label_by="points", labels=[str(data / "nuclei_labels.csv")],
+                                                           **shape)),
+                         (f"crc-pool{suffix}", TileConfig(label_by="none", **shape))):
         path = work / name
         if (path / HEADER_NAME).is_file() and PatchStore(path, require_complete=False).header.complete:
             stores.append(PatchStore(path))
@@ -76,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "results" / "crc-nuclei-quick",
                         help="where the report is copied")
     parser.add_argument("--workers", type=int, default=2, help="tiling worker processes")
+    parser.add_argument("--patch-size", type=int, default=32, help="patch size of the stores; a profile's "
+                                                                   "classifier view may be smaller")
+    parser.add_argument("--border", default="skip", help="tile's --border for the stores (reflect keeps every "
+                                                         "annotated nucleus at large patch sizes)")
     parser.add_argument("--scheduler", default="local:2", help="Dask scheduler of the evaluation: local:N worker "
                                                                 "processes of one thread, or an address")
     args = parser.parse_args(argv)
@@ -89,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         values[key] = yaml.safe_load(value)
-    store, pool = crc_stores(args.data, args.work, args.workers)
+    store, pool = crc_stores(args.data, args.work, args.workers, args.patch_size, args.border)
     values["unlabelled"] = str(pool.path)
     values["scheduler"] = args.scheduler
     config = build_config(EvaluateConfig, values, source=args.config)
-    report = run_evaluation(store, args.work / "evaluation", config)
+    report = run_evaluation(store, args.work / f"evaluation-{args.config.stem}", config)
 
     args.results.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES.values():

@@ -304,12 +304,15 @@ def test_a_store_whose_bytes_changed_is_refused_before_training(tmp_path, no_tra
 
 @pytest.mark.parametrize("profile", sorted((Path(__file__).parent.parent / "pipelines").glob("*.yaml")),
                          ids=lambda path: path.name)
-def test_every_pipeline_profile_is_a_valid_config(profile, tmp_path, disc_store):
-    """The shipped profiles resolve (the pool given as on their command lines) and print with --dry-run."""
+def test_every_pipeline_profile_is_a_valid_config(profile, tmp_path):
+    """The shipped profiles resolve (the pool given as on their command lines) and print with --dry-run, on a
+    store of patches as large as the largest classifier view a profile asks for."""
     from bioaug.config import load_config_file
 
-    pool = make_pool_store(tmp_path / "pool", disc_store)
+    store = make_disc_store(tmp_path / "store", patch_size=64)
+    pool = make_pool_store(tmp_path / "pool", store)
     config = build_config(EvaluateConfig, {**load_config_file(profile), "unlabelled": str(pool.path)})
-    assert config.classifier.steps >= 100 and len(config.seeds) == 5 and "classic" in config.arms
-    assert main(["evaluate", str(disc_store.path), "--out", str(tmp_path / "eval"), "--config", str(profile),
+    repeats = len(config.seeds) * len(config.budget_draws)  # runs per cell and arm
+    assert config.classifier.steps >= 100 and repeats >= 2 and "classic" in config.arms
+    assert main(["evaluate", str(store.path), "--out", str(tmp_path / "eval"), "--config", str(profile),
                  "--unlabelled", str(pool.path), "--dry-run"]) == 0
