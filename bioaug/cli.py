@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="measure whether synthetic patches help a classifier",
                                    description="Grouped cross-validation over slides (or patients) with label "
-                                   "budgets (folds and budget draws fixed per slide in a split file); per fold, draw and budget a GAN trained on the budget's training slides "
+                                   "budgets (folds and budget draws fixed per slide in a split file); per fold, "
+                                   "draw and budget a GAN trained on the budget's training slides "
                                    "(and, with an unlabelled pool, their confidently pseudo-labelled nuclei) "
                                    "only; the arms of --arms (real, classic, synthetic, pseudo-label and colour "
                                    "baselines) on the same splits, seeds and optimiser steps; metrics with "

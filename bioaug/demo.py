@@ -1,8 +1,8 @@
 """``bioaug demo``: the whole pipeline on built-in example slides, as a first run and a smoke test.
 
 Tile, train, augment, evaluate: several procedural example slides (different seeds, so the evaluation has
-slides to split by, each stained a little differently) are tiled with their annotated nuclei, and ``run_evaluation`` runs one fold with tiny
-settings, which trains a GAN per label budget, draws and selects synthetic patches and writes the report.
+slides to split by, each stained a little differently) are tiled with their annotated nuclei, and
+``run_evaluation`` runs one fold with tiny settings, which trains a GAN per label budget, draws and selects synthetic patches and writes the report.
 The same slides tiled without labels give the unlabelled pool. The numbers are a smoke test, not a result:
 a few hundred patches, a few GAN steps, 60 classifier steps.
 """

@@ -1,6 +1,7 @@
 """A registry of MONAI classification networks addressable by name from a config.
 
-Every network takes 2D RGB input (plus, optionally, a marker channel), ends in ``n_classes`` logits and starts from random weights
+Every network takes 2D RGB input (plus, optionally, a marker channel), ends in ``n_classes`` logits and starts
+from random weights
 (``pretrained=False``): bioaug never downloads weights. ResNets use a stride-2 first convolution
 (``conv1_t_stride=2``), the usual choice that costs a quarter of MONAI's stride-1 default on small patches.
 ``resnet10-w0.5`` halves every stage's width (MONAI's ``widen_factor``): about ten times faster than

@@ -359,7 +359,8 @@ class Evaluation:
             save_classifier(model, path.with_suffix(".pt"))  # for external tests added later, and reuse
             if arm.name in KEPT_MODELS:
                 self.models[(arm.name, seed)] = model
-        result = {"key": key, "arm": arm.name, "fold": cell.fold, "draw": cell.draw, "budget": cell.budget, "seed": seed,
+        result = {"key": key, "arm": arm.name, "fold": cell.fold, "draw": cell.draw, "budget": cell.budget,
+                  "seed": seed,
                   "seconds": round(time.perf_counter() - started, 2), **info,
                   **classification_metrics(self.test[1], probabilities, self.store.class_names),
                   "probabilities": np.round(probabilities, 5).tolist()}
@@ -612,7 +613,8 @@ def _sample_patches(store: PatchStore, rng: np.random.Generator) -> np.ndarray:
 def _view(classifier: Any, store: PatchStore) -> str:
     """The classifier's input in words: its field of view of the store's patches and its marker channel."""
     view = classifier.for_patches(store.patch_size, store.mpp, store.path).view
-    marker = f" plus a gaussian nucleus marker (sigma {classifier.marker_sigma:g} px)" if classifier.marker != "none" else ""
+    marker = (f" plus a gaussian nucleus marker (sigma {classifier.marker_sigma:g} px)"
+              if classifier.marker != "none" else "")
     return (f"a centre crop of {view} px ({view * store.mpp:g} µm) of the {store.patch_size} px patches" + marker)
 
 
@@ -645,7 +647,8 @@ def _protocol(store: PatchStore, config: EvaluateConfig) -> dict[str, Any]:
                       f"arm (batch {classifier.batch_size}, {100 * classifier.warmup_fraction:g}% linear warm-up "
                       f"then cosine, AdamW lr {classifier.lr:g}), {classifier.class_weighting} class weighting of "
                       f"the cross-entropy over the batch mixture, {classifier.sampler} sampling of real patches, "
-                      f"test-time augmentation {classifier.tta}, logit adjustment tau {classifier.logit_adjustment:g}; classic "
+                      f"test-time augmentation {classifier.tta}, logit adjustment tau "
+                      f"{classifier.logit_adjustment:g}; classic "
                       f"recipe {config.classic_recipe!r}; synthetic or pseudo-labelled patches fill "
                       f"{100 * config.synthetic_fraction:g}% of every batch of the arms that use them",
         "unlabelled pool": (f"{config.unlabelled}: detected nuclei of each fold's training {config.group_by}s "

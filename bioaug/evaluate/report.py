@@ -271,8 +271,8 @@ def _per_class_f1_lines(rows: Sequence[Mapping[str, Any]], budgets: Sequence[flo
         for arm in _ordered([row["arm"] for row in chosen]):
             runs = [row for row in chosen if row["arm"] == arm and float(row["budget"]) == budget]
             if runs:
-                body.append([arm, _budget(budget)] + [_number(float(np.nanmean([r["per_class_f1"][name] for r in runs])))
-                                                      for name in classes])
+                means = [float(np.nanmean([r["per_class_f1"][name] for r in runs])) for name in classes]
+                body.append([arm, _budget(budget), *map(_number, means)])
     return ["## Per-class F1 (mean over runs)", "", *_markdown_table(["arm", "budget", *classes], body)]
 
 
@@ -289,8 +289,8 @@ def render_markdown(summary: Mapping[str, list[dict[str, Any]]], rows: Sequence[
              "same ones; validation slides come from the training side; a label budget keeps the first fraction "
              "of the training slides in a budget draw's order. Every arm uses the same splits, draws and seeds. "
              "Generators for synthetic arms are trained on their fold's training slides only (checked). Cells "
-             f"show mean ± sd over runs (seeds × folds × draws) [{100 * confidence:g}% percentile bootstrap CI of the mean, "
-             "resampling runs and the test images within each fold; ROC AUC resamples runs].",
+             f"show mean ± sd over runs (seeds × folds × draws) [{100 * confidence:g}% percentile bootstrap CI of the "
+             "mean, resampling runs and the test images within each fold; ROC AUC resamples runs].",
              ""]
     lines += [f"- **{key}**: {value}" for key, value in protocol.items()] + [""]
     lines += _summary_sections(summary, metrics)
