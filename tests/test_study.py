@@ -359,6 +359,8 @@ def test_partial_answers_are_scored_on_what_was_answered(study, tmp_path):
     ("bad seconds", "line 2: seconds '-1' is not a non-negative number"),
     ("no columns", "not a study answers file: no column"),
     ("empty", "holds no answers"),
+    ("cut off mid-line", "line 4: cut short, no value for confidence, seconds"),  # 19.8: was AttributeError
+    ("too many values", "line 2: more values than the header's 6 columns"),
 ])
 def test_answers_that_do_not_match_the_study_are_refused(study, tmp_path, capsys, problem, match):
     key = read_key(study)
@@ -379,6 +381,10 @@ def test_answers_that_do_not_match_the_study_are_refused(study, tmp_path, capsys
         rows[0][5] = "-1"
     elif problem == "empty":
         rows = []
+    elif problem == "cut off mid-line":
+        rows[2] = rows[2][:4]
+    elif problem == "too many values":
+        rows[0].append("extra")
     path = tmp_path / "answers.csv"
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -63,11 +63,19 @@ def _rows(path: Path) -> list[dict[str, str]]:
             missing = [name for name in ANSWER_COLUMNS if name not in (reader.fieldnames or [])]
             if missing:
                 raise StudyError(path, f"not a study answers file: no column {', '.join(missing)}")
-            return list(reader)
+            rows = list(reader)
     except OSError as exc:
         raise StudyError(path, f"cannot read answers ({exc.strerror})") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise StudyError(path, f"not a readable CSV file ({exc.__class__.__name__})") from None
+    for line, row in enumerate(rows, start=2):
+        absent = [name for name, value in row.items() if value is None]
+        if absent:  # a file cut off mid-line (a download interrupted, a copy truncated)
+            raise StudyError(path, f"line {line}: cut short, no value for {', '.join(absent)}")
+        if None in row:
+            raise StudyError(path, f"line {line}: more values than the header's {len(reader.fieldnames)} columns")
+    return rows
+
 
 
 def read_answers(paths: Iterable[str | Path], key: dict[str, Any]) -> list[Answer]:
