@@ -85,3 +85,31 @@ def make_pool_store(path: Path, source: PatchStore, *, rename: dict[str, str] | 
         writer.write_shard(name, np.ascontiguousarray(source.images(chosen)[:, :size, :size]), rows,
                            input_key=f"pool-{name}")
     return writer.finalize()
+
+
+@pytest.fixture(scope="module")
+def patient_dask_timeouts():
+    """On a machine shared with long runs, worker processes may take minutes to start or answer; a Dask test
+    is about results, not latency, so Dask waits longer than its defaults before giving up."""
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "300s", "distributed.comm.timeouts.tcp": "300s",
+                          "distributed.deploy.lost-worker-timeout": "300s"}):
+        yield
+
+
+@pytest.fixture
+def drawn_targets(monkeypatch) -> list:
+    """The class targets of every loss evaluation of ``train_classifier``, batch by batch (a spy on its loss)."""
+    from bioaug.classify import train as train_module
+
+    drawn: list = []
+    original = train_module.nn.CrossEntropyLoss
+
+    class Spy(original):
+        def forward(self, logits, targets):
+            drawn.append(targets.numpy().copy())
+            return super().forward(logits, targets)
+
+    monkeypatch.setattr(train_module.nn, "CrossEntropyLoss", Spy)
+    return drawn

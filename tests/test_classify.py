@@ -123,18 +123,10 @@ def test_extra_patches_fill_their_share_of_every_batch_and_steps_stay_fixed(disc
     assert history["n_extra"] == (len(extra[0]) if fraction else 0)
 
 
-def test_extra_rows_enter_batches_in_the_given_share(disc_store, monkeypatch):
+def test_extra_rows_enter_batches_in_the_given_share(disc_store, drawn_targets):
     """Every batch holds exactly its share of extra patches (told apart here by an impossible label mix)."""
     images, labels, train = _split(disc_store)
-    drawn = []
-    original = train_module.nn.CrossEntropyLoss
-
-    class Spy(original):
-        def forward(self, logits, targets):
-            drawn.append(targets.numpy().copy())
-            return super().forward(logits, targets)
-
-    monkeypatch.setattr(train_module.nn, "CrossEntropyLoss", Spy)
+    drawn = drawn_targets
     real = labels[train] == 0
     config = ClassifierConfig(network="resnet10-w0.5", steps=5, batch_size=20, seed=0)
     train_classifier(images[train][real], labels[train][real], None, None, 3, config,

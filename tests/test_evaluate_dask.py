@@ -26,14 +26,8 @@ SMALL = {**TINY, "arms": ["real", "classic", "classic+selected", "colour"]}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def patient_timeouts():
-    """On a machine shared with long runs, worker processes may take minutes to start or answer; a test
-    here is about results, not latency, so Dask waits longer than its defaults before giving up."""
-    import dask
-
-    with dask.config.set({"distributed.comm.timeouts.connect": "300s", "distributed.comm.timeouts.tcp": "300s",
-                          "distributed.deploy.lost-worker-timeout": "300s"}):
-        yield
+def patient_timeouts(patient_dask_timeouts):
+    """Dask waits patiently in every test of this module (see conftest)."""
 
 
 @pytest.fixture(scope="module")
