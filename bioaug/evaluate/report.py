@@ -372,6 +372,10 @@ def plot_budget_curves(summary: Mapping[str, list[dict[str, Any]]], path: Path, 
             line, = axis.plot(budgets, [s["mean"] for s in points], marker="o", label=arm)
             axis.fill_between(budgets, [s["ci_low"] for s in points], [s["ci_high"] for s in points],
                               color=line.get_color(), alpha=0.2, linewidth=0)
+        all_budgets = sorted({100 * s["budget"] for s in summary["summaries"]})
+        if len(all_budgets) > 2 and all_budgets[-1] / all_budgets[0] >= 20:  # a learning curve: log scale
+            axis.set_xscale("log")
+            axis.set_xticks(all_budgets, [f"{b:g}" for b in all_budgets])
         axis.set_xlabel("label budget (% of training slides)")
         axis.set_title(METRIC_LABELS.get(metric, metric))
         axis.grid(alpha=0.3)
