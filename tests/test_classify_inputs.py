@@ -171,3 +171,11 @@ def test_a_saved_classifier_reloads_with_its_view_marker_and_tta(disc_store, tmp
     save_classifier(model, tmp_path / "model.pt")
     again = load_classifier(tmp_path / "model.pt", config, N_CLASSES)
     assert np.allclose(predict_proba(again, images[:8]), predict_proba(model, images[:8]), atol=1e-6)
+
+
+def test_no_patches_give_empty_predictions_and_features():
+    model = _model(view=16)
+    empty = np.zeros((0, 32, 32, 3), dtype=np.uint8)
+    assert predict_proba(model, empty).shape == (0, N_CLASSES)
+    from bioaug.classify import extract_features
+    assert extract_features(model, empty).shape == (0, extract_features(model, _images(1)).shape[1])

@@ -249,6 +249,18 @@ def test_a_pool_of_other_slides_or_patch_size_is_a_one_line_error(hashed_store, 
     assert re.search(message, error) and "\n" not in error and str(pool.path) in error
 
 
+def test_pseudo_label_at_a_budget_labelling_every_training_slide_has_an_empty_pool(hashed_store, tmp_path):
+    """At 100% the pool is empty: pseudo_label then trains on the budget alone (it crashed on the empty pool)."""
+    pool = make_pool_store(tmp_path / "pool", hashed_store, hashes=_hashes(hashed_store))
+    config = EvaluateConfig(**{**TINY, "budgets": [1.0], "arms": ["classic", "pseudo_label"],
+                               "unlabelled": str(pool.path)})
+    out = protocol.run_evaluation(hashed_store, tmp_path / "eval", config, progress=False)
+    cell = out / "work" / "fold-0" / "draw-0" / "budget-1.00"
+    assert len(PatchStore(cell / "pool-store")) == 0
+    result = json.loads((cell / "results" / "pseudo_label-seed-0.json").read_text())
+    assert result["n_extra"] == 0 and result["batch"] == {"real": 16, "extra": 0}
+
+
 def test_pseudo_label_trains_on_the_budget_and_the_pool_only(hashed_store, tmp_path):
     pool = make_pool_store(tmp_path / "pool", hashed_store, hashes=_hashes(hashed_store))
     config = EvaluateConfig(**{**TINY, "budgets": [0.5], "arms": ["classic", "pseudo_label", "classic+synthetic",

@@ -338,7 +338,11 @@ def precise_batch_norm(model: nn.Module, images: np.ndarray, *, batch_size: int,
 
 def _batched(model: nn.Module, images: np.ndarray, batch_size: int, device: str | torch.device | None,
              run: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
-    """Apply ``run`` to ``images`` in eval mode, batch by batch, without gradients; concatenated as float64."""
+    """Apply ``run`` to ``images`` in eval mode, batch by batch, without gradients; concatenated as float64.
+
+    No images give an empty (0, width) array, the width found from one blank patch (an empty unlabelled pool,
+    as at a budget that labels every training slide, is a normal case).
+    """
     device = _default_device(device)
     model.eval()
     size = model.input_size(images.shape[1]) if isinstance(model, PatchClassifier) else images.shape[1]
@@ -348,6 +352,9 @@ def _batched(model: nn.Module, images: np.ndarray, batch_size: int, device: str 
         for start in range(0, len(images), batch_size):
             batch = centre_crop(images[start:start + batch_size], size)
             outputs.append(run(_to_tensor(batch, device)).float().cpu().numpy())
+        if not outputs:
+            blank = np.zeros((1, *images.shape[1:]), dtype=np.uint8)
+            return np.zeros((0, run(_to_tensor(centre_crop(blank, size), device)).shape[1]))
     return np.concatenate(outputs).astype(np.float64)
 
 
