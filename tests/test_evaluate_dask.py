@@ -88,6 +88,10 @@ def test_a_local_cluster_writes_the_local_runs_report(store, small, local_report
     assert len(local_report["external"]["hospital-b"]["runs"]) == 2 * len(SMALL["arms"])  # two budgets
     assert numbers(json.loads((out / "report.json").read_text())) == numbers(local_report)
     assert not list((tmp_path / "eval" / "work").glob(".probe-*")), "the worker probe left its file"
+    # every worker imported MONAI's networks before its first task (importing them in tasks raced, see plugin)
+    imported = client.run(lambda dask_worker: "monai.networks.nets" in __import__("sys").modules
+                          and "bioaug-import-networks" in dask_worker.plugins)
+    assert all(imported.values()), imported
 
 
 def test_the_command_line_with_scheduler_local_n_writes_the_same_report(store, small, local_report, tmp_path,

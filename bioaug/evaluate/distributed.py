@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..cluster import probe_workers
 from ..errors import ConfigError, StoreError
@@ -60,6 +61,20 @@ def run_task(task: Task, store: PatchStore, config: EvaluateConfig, cell: Cell, 
                                      for external in externals}}
 
 
+class ImportNetworks(WorkerPlugin):
+    """Imports MONAI's networks on every worker, those that join later included, before it runs a task.
+
+    Importing them inside tasks raced with the worker's own thread on a busy machine (CPython 3.11's compiler is
+    not safe to run from two threads at once: "AST constructor recursion depth mismatch", then "partially
+    initialized module monai.networks.nets" in every later task of that worker).
+    """
+
+    name = "bioaug-import-networks"
+
+    def setup(self, worker: Any) -> None:
+        import monai.networks.nets  # noqa: F401  (the import is the point)
+
+
 def _check_gpus(client: Any, config: EvaluateConfig) -> None:
     """With ``device: cuda``, refuse a cluster none of whose workers offers the ``GPU`` resource (its tasks
     would wait for ever)."""
@@ -76,6 +91,7 @@ def run_on_cluster(client: Any, store: PatchStore, config: EvaluateConfig, cells
 
     probe_workers(client, work, __name__, "the work directory")
     _check_gpus(client, config)
+    client.register_plugin(ImportNetworks())
     tasks = [task for index in range(len(cells)) for task in cell_tasks(config, index)]
     run = uuid.uuid4().hex[:8]  # Dask keys of this run, apart from any earlier run's on the same scheduler
     futures: dict[str, Any] = {}
