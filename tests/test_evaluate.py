@@ -191,6 +191,8 @@ def test_report_writer_produces_every_file(tmp_path: Path):
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "## Results, label budget 10%" in markdown and "real+synthetic" in markdown
     assert "Wilcoxon p" in markdown and "ab12" in markdown and "frechet_distance" in markdown
+    assert "## Headroom" in markdown and "| real | 10% | Macro-F1 | 6 |" in markdown
+    assert "## Per-class F1" in markdown
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert len(report["summaries"]) == 4 * 3 * 5 and report["versions"]["numpy"]
     comparison = next(c for c in report["comparisons"] if c["arm"] == "real+synthetic" and c["reference"] == "real"
@@ -267,3 +269,23 @@ def test_main_comparison_words_follow_the_interval_and_the_paired_test():
            "distinguishable over test images" in text
     assert "**pseudo_label** at 10%: not distinguishable from classic" in text
     assert "**real** at 10%: worse than classic" in text
+
+
+def test_headroom_pairs_each_smaller_budget_with_the_largest_by_fold_and_seed():
+    from bioaug.evaluate.report import draw_spread, headroom
+
+    rows = []
+    for fold in range(2):
+        for seed in range(2):
+            rows.append({"arm": "real", "budget": 1.0, "fold": fold, "seed": seed, "draw": 0,
+                         "macro_f1": 0.8 + 0.01 * fold})
+            for draw in range(2):
+                rows.append({"arm": "real", "budget": 0.1, "fold": fold, "seed": seed, "draw": draw,
+                             "macro_f1": 0.5 + 0.1 * draw + 0.01 * fold})
+    [gap] = headroom(rows, ["macro_f1"])
+    assert gap["budget"] == 0.1 and gap["versus"] == 1.0 and gap["n"] == 8  # 2 folds x 2 seeds x 2 draws
+    assert gap["mean"] == pytest.approx(0.25)  # draws 0.3 and 0.2 below, fold by fold
+    [spread] = draw_spread(rows, ["macro_f1"])
+    assert spread["budget"] == 0.1 and spread["means"] == pytest.approx([0.505, 0.605])
+    assert spread["range"] == pytest.approx(0.1)
+    assert draw_spread([row for row in rows if row["draw"] == 0], ["macro_f1"]) == []  # one draw: no spread
