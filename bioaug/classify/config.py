@@ -13,6 +13,12 @@ from ..errors import ConfigError
 from .augmentation import RECIPES
 from .networks import NETWORKS
 
+def crop_reach(view: int, tta: str, shift: int) -> int:
+    """Edge of the centre crop that prediction with ``tta`` needs for a ``view`` px view: the view plus the
+    shifted crops' reach on both sides with ``dihedral+shift``."""
+    return view + (2 * shift if tta == "dihedral+shift" else 0)
+
+
 MARKERS = ("none", "gaussian")
 TTA_MODES = ("none", "dihedral", "dihedral+shift")
 CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")
@@ -93,7 +99,7 @@ class ClassifierConfig:
         fit in the patches, so one store cut at the largest view serves every smaller one.
         """
         view = int(round(self.view_um / mpp)) if self.view_um else (self.view or patch_size)
-        reach = view + (2 * self.tta_shift if self.tta == "dihedral+shift" else 0)
+        reach = crop_reach(view, self.tta, self.tta_shift)
         if reach > patch_size:
             what = f"{self.view_um:g} µm ({view} px at {mpp:g} µm/px)" if self.view_um else f"{view} px"
             shifts = f" with tta shifts of {self.tta_shift} px" if reach > view else ""

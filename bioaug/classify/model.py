@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ClassifierConfig
+from .config import ClassifierConfig, crop_reach
 from .networks import build_network
 
 
@@ -54,8 +54,8 @@ class PatchClassifier(nn.Module):
 
     def input_size(self, patch_size: int) -> int:
         """Edge of the centre crop of a ``patch_size`` patch that prediction needs: the view plus any TTA shifts."""
-        view = self.view or patch_size
-        return min(patch_size, view + (2 * self.shift if self.tta == "dihedral+shift" and self.tta_enabled else 0))
+        return min(patch_size, crop_reach(self.view or patch_size, self.tta if self.tta_enabled else "none",
+                                          self.shift))
 
     def set_prior(self, prior: np.ndarray) -> None:
         """Record the class distribution the network is trained under (for logit adjustment)."""

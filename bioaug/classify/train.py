@@ -63,8 +63,13 @@ def mixture_class_weights(labels: np.ndarray, extra_labels: np.ndarray | None, e
     are. Classes absent from both get weight 0 (they contribute no terms anyway).
     """
     frequency = batch_class_frequency(labels, extra_labels, extra_fraction, n_classes, sampler, extra_sampler)
+    return frequency_weights(frequency, weighting)
+
+
+def frequency_weights(frequency: np.ndarray, weighting: str) -> np.ndarray:
+    """Loss weights ``(K p_c)^-power`` of class frequencies ``frequency`` (0 for absent classes)."""
     present = frequency > 0
-    weights = np.zeros(n_classes)
+    weights = np.zeros(len(frequency))
     weights[present] = (present.sum() * frequency[present]) ** -WEIGHTING_POWERS[weighting]
     return weights
 
@@ -224,9 +229,8 @@ def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, val_ima
     augment = build_augmentation(config.augmentation, config.seed)
     model = PatchClassifier(config, n_classes).to(device)
     share = n_extra / config.batch_size
-    samplers = (config.sampler, config.extra_sampler)
-    frequency = batch_class_frequency(labels, extra_labels, share, n_classes, *samplers)
-    weights = mixture_class_weights(labels, extra_labels, share, n_classes, config.class_weighting, *samplers)
+    frequency = batch_class_frequency(labels, extra_labels, share, n_classes, config.sampler, config.extra_sampler)
+    weights = frequency_weights(frequency, config.class_weighting)
     model.set_prior(learned_prior(frequency, weights))
     loss_fn = nn.CrossEntropyLoss(weight=torch.as_tensor(weights, dtype=torch.float32, device=device))
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
