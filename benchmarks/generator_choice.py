@@ -24,6 +24,20 @@ fold-0, 10% cell with its unlabelled pool, 30 CPU minutes per variant, four vari
 (With a cell's pseudo-labelled generator store as ``--store``, ``ignore`` is "pseudo-labels alone" and
 ``discriminator`` adds the rest of the pool, the patches not confidently pseudo-labelled, as unlabelled rows.)
 
+Or let an evaluation profile build the cell, exactly as ``bioaug evaluate`` does (its fixed splits, its
+budget draw, its classic classifier pseudo-labelling the pool), in that evaluation's work directory so that the
+evaluation reuses it: ``--cell PROFILE --labelled STORE --pool STORE`` trains on the cell's generator store and
+judges against the fold's training images. The fourth edition (``docs/results/generator-choice-64/``), the
+quick profile's fold-0 cell at 64 px, with named option sets (``--options``, :data:`OPTION_SETS`) and only the
+variants named by ``--only``::
+
+    python benchmarks/generator_choice.py --cell pipelines/crc-nuclei-quick.yaml \
+        --labelled ../crc-bench/crc-store-64 --pool ../crc-bench/crc-pool-64 \
+        --cell-work ../crc-bench/evaluation-crc-nuclei-quick/work --presets plain fastgan resnet \
+        --unlabelled-modes ignore --lecam 0 0.3 --options default bf16-d1 --only plain plain+lecam0.3 \
+        fastgan fastgan+lecam0.3 resnet+lecam0.3 plain+lecam0.3+bf16-d1 --budget-s 1800 --budget-clock cpu \
+        --threads 1 --jobs 2 --out docs/results/generator-choice-64 --work ../crc-bench/generator-choice-64
+
 A tiny smoke run (tests/test_gan_choice.py does this on a generated store)::
 
     python benchmarks/generator_choice.py --store STORE --budget-s 2 --classifier-steps 5 \\
@@ -48,6 +62,14 @@ GRID_COLUMNS = 8
 TITLE_HEIGHT = 16
 
 
+#: Named sets of further TrainConfig options a variant may train with (``--options``): the throughput options of
+#: benchmarks/gan_throughput.py, judged here at equal CPU time (a faster step only pays if quality holds).
+OPTION_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "bf16-d1": {"precision": "bf16", "d_steps": 1},  # 2.55x (32 px) / 2.98x (64 px) images per CPU second
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """One generator configuration under comparison."""
@@ -55,6 +77,7 @@ class Variant:
     preset: str
     unlabelled: str
     lecam: float
+    options: str = "default"
 
     @property
     def name(self) -> str:
@@ -63,7 +86,57 @@ class Variant:
             parts.append("unlabelled")
         if self.lecam:
             parts.append(f"lecam{self.lecam:g}")
+        if self.options != "default":
+            parts.append(self.options)
         return "+".join(parts)
+
+
+def chosen_variants(args: argparse.Namespace, modes: list[str]) -> list[Variant]:
+    """Every combination of presets, unlabelled modes, LeCam weights and option sets, or those ``--only`` names
+    (in the order given there); an unknown name is an error listing the combinations."""
+    variants = [Variant(*combination) for combination in
+                itertools.product(args.presets, modes, args.lecam, args.options)]
+    if not args.only:
+        return variants
+    by_name = {variant.name: variant for variant in variants}
+    unknown = [name for name in args.only if name not in by_name]
+    if unknown:
+        raise SystemExit(f"--only: no variant {', '.join(unknown)} among {', '.join(by_name)}")
+    return [by_name[name] for name in args.only]
+
+
+def cell_stores(args: argparse.Namespace, work: Path):
+    """The generator store of one cell of an evaluation profile and a store of its fold's training images.
+
+    The cell is planned and its generator store written by the evaluation itself (``plan``, the fold's classic
+    classifier with the profile's first seed, its confident pseudo-labels of the pool), in ``--cell-work``,
+    so a later ``bioaug evaluate`` of the same profile there reuses them. The judge trains on every training
+    image of the fold (the test images stay unread), as in the earlier editions.
+    """
+    from bioaug.config import build_config, load_config_file
+    from bioaug.evaluate.config import EvaluateConfig
+    from bioaug.evaluate.protocol import Evaluation, plan
+    from bioaug.progress import progress_bar
+    from bioaug.store import PatchStore, subset_store
+
+    values = load_config_file(args.cell)
+    values["unlabelled"] = str(args.pool)
+    config = build_config(EvaluateConfig, values, source=args.cell)
+    labelled = PatchStore(args.labelled)
+    cells = plan(labelled, config, args.cell_work or work / "evaluation" / "work")
+    matching = [cell for cell in cells if (cell.fold, cell.draw) == (args.fold, args.draw)
+                and np.isclose(cell.budget, args.budget)]
+    if not matching:
+        raise SystemExit(f"{args.cell}: no cell with fold {args.fold}, draw {args.draw}, budget {args.budget:g} "
+                         f"(it has {', '.join(cell.name for cell in cells)})")
+    cell = matching[0]
+    evaluation = Evaluation(labelled, config, progress=not args.quiet)
+    evaluation.enter(cell, progress_bar(total=0, desc="reference classifier", disable=True))
+    gan_store, _ = evaluation.generator_store(cell, evaluation.reference_model(cell))
+    rows = np.flatnonzero([str(slide) not in cell.test_slides for slide in labelled.slides])
+    reference = subset_store(labelled, rows, work / f"fold-{cell.fold}-training-images", provenance={
+        "made_by": "benchmarks/generator_choice.py", "fold": cell.fold, "role": "judge reference"})
+    return gan_store, reference
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
@@ -108,7 +181,7 @@ def train_variant(variant: Variant, store, work: Path, args: argparse.Namespace)
     torch.set_num_threads(args.threads)  # again: a worker process starts with torch's default
 
     values = {"steps": 10 ** 9, "snapshot_every": 10 ** 9, "checkpoint_every": 500, "log_every": 25,
-              "device": args.device, "seed": args.seed, **_overrides(args.set),
+              "device": args.device, "seed": args.seed, **_overrides(args.set), **OPTION_SETS[variant.options],
               "preset": variant.preset, "unlabelled": variant.unlabelled, "lecam": variant.lecam,
               "time_budget": args.budget_s, "budget_clock": args.budget_clock}
     config = build_config(TrainConfig, values, source="--set")
@@ -247,7 +320,16 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", required=True, help="labelled training store of the generators")
+    parser.add_argument("--store", help="labelled training store of the generators (or --cell)")
+    parser.add_argument("--cell", type=Path, help="evaluation profile whose cell (--fold, --draw, --budget) gives "
+                                                  "the training store and the judge's reference")
+    parser.add_argument("--labelled", type=Path, help="with --cell: the evaluation's labelled store")
+    parser.add_argument("--pool", type=Path, help="with --cell: the evaluation's unlabelled store")
+    parser.add_argument("--cell-work", type=Path, help="with --cell: the evaluation's work directory (default: "
+                                                       "WORK/evaluation/work)")
+    parser.add_argument("--fold", type=int, default=0, help="with --cell: the cell's fold")
+    parser.add_argument("--draw", type=int, default=0, help="with --cell: the cell's budget draw")
+    parser.add_argument("--budget", type=float, default=0.1, help="with --cell: the cell's budget")
     parser.add_argument("--unlabelled", help="store of unlabelled patches (e.g. `bioaug tile --label-by none`) "
                                              "added to the training store with label -1")
     parser.add_argument("--reference", help="store of the real patches the samples are judged against and the "
@@ -257,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="TrainConfig.unlabelled values to compare (only 'ignore' when neither --store "
                              "nor --unlabelled has unlabelled rows)")
     parser.add_argument("--lecam", type=float, nargs="+", default=[0.0], help="LeCam weights to compare")
+    parser.add_argument("--options", nargs="+", choices=OPTION_SETS, default=["default"],
+                        help="named TrainConfig option sets to compare (see OPTION_SETS)")
+    parser.add_argument("--only", nargs="+", metavar="VARIANT", help="train and judge only these combinations, "
+                                                                     "by name (e.g. plain+lecam0.3)")
     parser.add_argument("--budget-s", type=float, required=True, help="training seconds per variant")
     parser.add_argument("--budget-clock", default="wall", choices=("wall", "cpu"),
                         help="what the budget counts (TrainConfig.budget_clock): cpu seconds stay fair when "
@@ -282,12 +368,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     work = args.work or args.out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    store = PatchStore(args.store)
+    if (args.store is None) == (args.cell is None):
+        parser.error("give --store or --cell")
+    if args.cell is not None:
+        if args.labelled is None or args.pool is None or args.unlabelled or args.reference:
+            parser.error("--cell takes --labelled and --pool (and neither --unlabelled nor --reference)")
+        store, reference = cell_stores(args, work)
+    else:
+        store = PatchStore(args.store)
+        reference = PatchStore(args.reference) if args.reference else store
     pool = PatchStore(args.unlabelled) if args.unlabelled else None
-    reference = PatchStore(args.reference) if args.reference else store
     has_unlabelled = pool is not None or bool((store.labels < 0).any())
     modes = args.unlabelled_modes if has_unlabelled else ["ignore"]
-    variants = [Variant(*combination) for combination in itertools.product(args.presets, modes, args.lecam)]
+    variants = chosen_variants(args, modes)
     train_on, unlabelled_rows = training_store(store, pool, work)
     trained = train_all(variants, train_on, work, args)
 
@@ -297,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "store": str(store.path), "store_sha256": store.content_hash,
         "unlabelled_store": str(pool.path) if pool else None, "unlabelled_rows": unlabelled_rows,
+        "cell": {"profile": str(args.cell), "fold": args.fold, "draw": args.draw, "budget": args.budget}
+        if args.cell else None,
         "reference": str(reference.path), "budget_s": args.budget_s, "budget_clock": args.budget_clock,
         "threads": args.threads, "jobs": args.jobs,
         "device": args.device, "class_names": names, "n_real": int(len(real["labels"])),
