@@ -18,39 +18,64 @@ from . import __version__
 from .errors import ConfigError, StoreError
 
 
+#: Seconds Dask waits at least for a connection and for a silent peer while bioaug holds a client. Its 30 s
+#: defaults are too short beside torch work on a busy machine: a worker process busy in a GAN step, or slow to
+#: start, left the client "lost the connection to the scheduler" after about 30 s, which cancels every task.
+PATIENT_TIMEOUTS = {"distributed.comm.timeouts.connect": 300.0, "distributed.comm.timeouts.tcp": 300.0}
+
+
+def patient_timeouts() -> dict[str, str]:
+    """:data:`PATIENT_TIMEOUTS`, each raised to what Dask is already configured with where that is longer."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    return {key: f"{max(seconds, parse_timedelta(dask.config.get(key, None) or 0, 's')):g}s"
+            for key, seconds in PATIENT_TIMEOUTS.items()}
+
+
 def connect(scheduler: str) -> Any:
     """A context manager yielding a ``dask.distributed.Client`` for ``--scheduler``: an address, or ``local:N``
-    for a ``LocalCluster`` of N single-threaded worker processes on this machine (closed with the client)."""
+    for a ``LocalCluster`` of N single-threaded worker processes on this machine (closed with the client).
+
+    While it is open, Dask's connection timeouts are at least :data:`PATIENT_TIMEOUTS` (worker processes that
+    a ``LocalCluster`` starts take the same settings)."""
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError:
         raise ConfigError("--scheduler", "needs dask.distributed: pip install 'bioaug[dask]'") from None
-    if scheduler.startswith("local:"):
-        count = scheduler.partition(":")[2]
-        if not count.isdigit() or int(count) < 1:
-            raise ConfigError("--scheduler", f"local:N needs a number of workers N >= 1, got {scheduler!r}")
-        cluster = LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True,
-                               dashboard_address="127.0.0.1:0", host="127.0.0.1")
-        return _ClosingClient(Client(cluster), cluster)
+    count = scheduler.partition(":")[2] if scheduler.startswith("local:") else None
+    if count is not None and (not count.isdigit() or int(count) < 1):
+        raise ConfigError("--scheduler", f"local:N needs a number of workers N >= 1, got {scheduler!r}")
+    settings = dask.config.set(patient_timeouts())
     try:
-        return _ClosingClient(Client(scheduler, timeout="30s"), None)
+        if count is not None:
+            cluster = LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True,
+                                   dashboard_address="127.0.0.1:0", host="127.0.0.1")
+            return _ClosingClient(Client(cluster), cluster, settings)
+        return _ClosingClient(Client(scheduler, timeout="30s"), None, settings)
     except (OSError, TimeoutError, ValueError) as exc:
+        settings.__exit__(None, None, None)
         raise ConfigError("--scheduler", f"cannot reach a Dask scheduler at {scheduler} ({exc})") from None
 
 
 class _ClosingClient:
-    """Context manager yielding a client and closing it (and a cluster it started) afterwards."""
+    """Context manager yielding a client and closing it (and a cluster it started) afterwards, then restoring
+    the Dask settings ``connect`` changed."""
 
-    def __init__(self, client: Any, cluster: Any) -> None:
-        self.client, self.cluster = client, cluster
+    def __init__(self, client: Any, cluster: Any, settings: Any) -> None:
+        self.client, self.cluster, self.settings = client, cluster, settings
 
     def __enter__(self) -> Any:
         return self.client
 
     def __exit__(self, *exc: object) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        try:
+            self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            self.settings.__exit__(None, None, None)
 
 
 def worker_memory(client: Any) -> float | None:
