@@ -87,3 +87,43 @@ def test_ema_stats_judges_each_run_with_both_kinds_of_batch_norm_statistics(tmp_
     assert "| run | 4 | standing |" in (out / "results.md").read_text()
     assert Image.open(out / "ema_stats.png").width > 0
     assert list(results["provenance"]["inputs"]) == [str(run)] and "torch" in results["provenance"]["versions"]
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")
+def test_generator_choice_builds_an_evaluation_cell_and_trains_only_the_named_variants(tmp_path):
+    """``--cell``: the generator store is the evaluation's own (budget + pseudo-labelled pool, in its work
+    directory), the judge sees the fold's training images only, and ``--only`` picks combinations by name."""
+    from bioaug.store import PatchStore
+    from conftest import make_pool_store
+
+    store = make_disc_store(tmp_path / "store")
+    pool = make_pool_store(tmp_path / "pool", store)
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("folds: 2\nrun_folds: [0]\nbudgets: [0.5]\nseeds: [0]\narms: [classic, classic+synthetic]\n"
+                       "pseudo_label_threshold: 0.0\nclassifier: {steps: 3, batch_size: 16}\n")
+    cell_work, out = tmp_path / "evaluation" / "work", tmp_path / "out"
+    common = ["--cell", str(profile), "--labelled", str(store.path), "--pool", str(pool.path), "--cell-work",
+              str(cell_work), "--budget", "0.5", "--presets", "plain", "--unlabelled-modes", "ignore",
+              "--lecam", "0", "0.3", "--options", "default", "d1", "--budget-s", "0.3",
+              "--classifier-steps", "3", "--samples-per-class", "8", "--out", str(out), "--quiet",
+              "--set", "channels=4", "max_channels=16", "batch_size=6", "z_dim=8", "log_every=1"]
+    with pytest.raises(SystemExit, match="no variant resnet among plain, plain\\+d1, plain\\+lecam0.3,"):
+        load_script().main([*common, "--only", "resnet"])
+    assert not cell_work.exists()  # refused before the cell was built
+    assert load_script().main([*common, "--only", "plain+lecam0.3+d1", "plain"]) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    assert [row["name"] for row in results["variants"]] == ["plain+lecam0.3+d1", "plain"]
+    fast, plain = (row["training"]["config"] for row in results["variants"])
+    assert (fast["d_steps"], fast["lecam"]) == (1, 0.3)
+    assert (plain["d_steps"], plain["lecam"]) == (2, 0.0)
+    assert results["cell"] == {"profile": str(profile), "fold": 0, "draw": 0, "budget": 0.5}
+    gan_store = PatchStore(results["store"])
+    assert gan_store.path == cell_work / "fold-0" / "draw-0" / "budget-0.50" / "gan-store"
+    assert (gan_store.labels == -1).sum() == 0 and len(gan_store) > len(store) // 4  # budget + pseudo-labelled
+    splits = json.loads((cell_work.parent / "splits.json").read_text())
+    reference = PatchStore(results["reference"])
+    test_slides = {slide for slide, fold in splits["fold_of"].items() if fold == 0}
+    assert test_slides and not test_slides & set(map(str, reference.slides))
+    assert set(map(str, reference.slides)) | test_slides == set(map(str, store.slides))
+    assert not test_slides & set(map(str, gan_store.slides))
