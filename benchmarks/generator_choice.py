@@ -34,8 +34,8 @@ variants named by ``--only``::
     python benchmarks/generator_choice.py --cell pipelines/crc-nuclei-quick.yaml \
         --labelled ../crc-bench/crc-store-64 --pool ../crc-bench/crc-pool-64 \
         --cell-work ../crc-bench/evaluation-crc-nuclei-quick/work --presets plain fastgan resnet \
-        --unlabelled-modes ignore --lecam 0 0.3 --options default d1 narrow --only plain plain+lecam0.3 \
-        fastgan fastgan+lecam0.3 resnet+lecam0.3 plain+lecam0.3+d1 plain+lecam0.3+narrow --budget-s 1800 --budget-clock cpu \
+        --unlabelled-modes ignore --lecam 0 0.3 --options default d1 --only plain plain+lecam0.3 \
+        fastgan fastgan+lecam0.3 resnet+lecam0.3 plain+lecam0.3+d1 --budget-s 1800 --budget-clock cpu \
         --threads 1 --jobs 2 --out docs/results/generator-choice-64 --work ../crc-bench/generator-choice-64
 
 A tiny smoke run (tests/test_gan_choice.py does this on a generated store)::
@@ -67,7 +67,6 @@ TITLE_HEIGHT = 16
 OPTION_SETS: dict[str, dict[str, Any]] = {
     "default": {},
     "d1": {"d_steps": 1},
-    "narrow": {"channels": 16, "max_channels": 128},  # about a quarter of the multiply-adds: more steps per second
     "bf16-d1": {"precision": "bf16", "d_steps": 1},  # on a CPU with bf16 kernels (AVX512-BF16/AMX) only
 }
 
