@@ -7,9 +7,8 @@ detector finds (``--label-by none``, never the annotated centres). Then runs ``b
 processes of one torch thread each, so the tasks of both folds keep both cores busy), which writes the report.
 Interrupted runs resume; each profile works in ``WORK/evaluation-<profile>``. The report is copied into
 ``docs/results/crc-nuclei-quick/`` (``--results``) and the macro-F1 table printed; the copies name paths
-relative to the repository. The stores are cut at 64 px with ``--border reflect`` by default (the quick
-profile's generators learn 64 px patches, its classifier sees their 48 px centre); the learning-curve profile
-runs on a store cut at 48 px::
+relative to the repository. The stores are cut at 32 px with ``--border reflect`` by default (every annotated
+nucleus, those near an image's edge too); the learning-curve profile runs on a store cut at 48 px::
 
     python benchmarks/augmentation_gain.py --config pipelines/crc-nuclei-curve.yaml --patch-size 48 \
         --results docs/results/crc-nuclei-curve
@@ -86,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "results" / "crc-nuclei-quick",
                         help="where the report is copied")
     parser.add_argument("--workers", type=int, default=2, help="tiling worker processes")
-    parser.add_argument("--patch-size", type=int, default=64, help="patch size of the stores (the quick "
-                                                                   "profile's GANs learn 64 px); a profile's "
+    parser.add_argument("--patch-size", type=int, default=32, help="patch size of the stores; a profile's "
                                                                    "classifier view may be smaller")
     parser.add_argument("--border", default="reflect", help="tile's --border for the stores (reflect keeps every "
                                                             "annotated nucleus at large patch sizes)")

@@ -27,16 +27,14 @@ fold-0, 10% cell with its unlabelled pool, 30 CPU minutes per variant, four vari
 Or let an evaluation profile build the cell, exactly as ``bioaug evaluate`` does (its fixed splits, its
 budget draw, its classic classifier pseudo-labelling the pool), in that evaluation's work directory so that the
 evaluation reuses it: ``--cell PROFILE --labelled STORE --pool STORE`` trains on the cell's generator store and
-judges against the fold's training images. The fourth edition (``docs/results/generator-choice-64/``), the
-quick profile's fold-0 cell at 64 px, with named option sets (``--options``, :data:`OPTION_SETS`) and only the
-variants named by ``--only``::
+judges against the fold's training images. For example the quick profile's fold-0 cell, with named option sets
+(``--options``, :data:`OPTION_SETS`) and only the variants named by ``--only``::
 
-    python benchmarks/generator_choice.py --cell pipelines/crc-nuclei-quick.yaml \
-        --labelled ../crc-bench/crc-store-64 --pool ../crc-bench/crc-pool-64 \
-        --cell-work ../crc-bench/evaluation-crc-nuclei-quick/work --presets plain fastgan resnet \
-        --unlabelled-modes ignore --lecam 0 0.3 --options default d1 --only plain plain+lecam0.3 \
-        fastgan fastgan+lecam0.3 resnet+lecam0.3 plain+lecam0.3+d1 --budget-s 1800 --budget-clock cpu \
-        --threads 1 --jobs 2 --out docs/results/generator-choice-64 --work ../crc-bench/generator-choice-64
+    python benchmarks/generator_choice.py --cell pipelines/crc-nuclei-quick.yaml \\
+        --labelled ../crc-bench/crc-store --pool ../crc-bench/crc-pool \\
+        --cell-work ../crc-bench/evaluation-crc-nuclei-quick/work --presets plain fastgan \\
+        --unlabelled-modes ignore --lecam 0.3 --options default d1 --only plain+lecam0.3 fastgan+lecam0.3 \\
+        plain+lecam0.3+d1 --budget-s 1800 --budget-clock cpu --threads 1 --jobs 2
 
 A tiny smoke run (tests/test_gan_choice.py does this on a generated store)::
 
