@@ -174,6 +174,16 @@ def rgba_on_white(rgba: np.ndarray) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
+def resample(rgb: np.ndarray, scale: float) -> np.ndarray:
+    """Resize an RGB array by ``scale`` with antialiasing (Lanczos): a region read at a pyramid level brought to
+    the target µm/px (``ReadPlan.scale``)."""
+    from PIL import Image
+
+    height, width = rgb.shape[:2]
+    size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+
+
 def expand_slide_paths(paths: list[str | Path]) -> list[Path]:
     """Files as given, and the slide files inside any directory given, sorted; errors for missing paths."""
     found: list[Path] = []

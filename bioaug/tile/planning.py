@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import SlideError
 from ..labels import Points
 from ..provenance import sha256_file, sha256_json
-from ..slides import ReadPlan, Slide, expand_slide_paths
+from ..slides import ReadPlan, Slide, expand_slide_paths, resample
 from ..tissue import TissueMasker, mask_fraction, tissue_mask
 from .config import TileConfig
 from .sources import LabelSource, SlideLabels
@@ -230,7 +230,6 @@ def slide_stain_reference(slide: Slide, plan: ReadPlan, regions: Sequence[Region
     drops; one value per slide, so every chunk (and every worker) detects on the same scale.
     """
     from ..nuclei import hematoxylin_reference
-    from .chunks import resample
 
     best = sorted(range(len(regions)), key=lambda i: -tissue_mm2[i])[:STAIN_REFERENCE_REGIONS]
     if not best:
