@@ -20,9 +20,9 @@ import numpy as np
 
 from .errors import SlideError
 
-#: Suffixes treated as slides when a directory is given.
 log = logging.getLogger("bioaug")
 
+#: Suffixes treated as slides when a directory is given.
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
                   ".dcm", ".png", ".jpg", ".jpeg", ".bmp")
 #: Resolutions within this relative tolerance are treated as equal (no resampling).
