@@ -24,11 +24,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import SlideError
-from ..labels import Points
 from ..provenance import sha256_file, sha256_json
 from ..slides import ReadPlan, Slide, expand_slide_paths, resample
 from ..tissue import TissueMasker, mask_fraction, tissue_mask
 from .config import TileConfig
+from .labels import Points
 from .sources import LabelSource, SlideLabels
 
 log = logging.getLogger("bioaug")
