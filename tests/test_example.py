@@ -13,7 +13,8 @@ from skimage.color import rgb2hed
 from skimage.measure import label as label_regions, regionprops
 
 from bioaug.errors import ConfigError
-from bioaug.example import CLASS_NAMES, ExampleSlide, _pyramid_shapes, write_example_slide
+from bioaug.example import CLASS_NAMES, ExampleSlide, write_example_slide
+from bioaug.example.writer import pyramid_shapes
 
 WIDTH, HEIGHT, MPP = 1024, 768, 0.25
 
@@ -93,7 +94,7 @@ def test_same_area_at_half_the_resolution_is_the_same_tissue(tmp_path: Path,
 ])
 def test_pyramid_divides_by_four_until_a_side_drops_below_256(size: tuple[int, int], levels: int) -> None:
     width, height = size
-    assert _pyramid_shapes(width, height) == [(-(-height // 4 ** i), -(-width // 4 ** i)) for i in range(levels)]
+    assert pyramid_shapes(width, height) == [(-(-height // 4 ** i), -(-width // 4 ** i)) for i in range(levels)]
 
 
 def test_tissue_has_stain_colours_and_level_1_agrees_with_level_0(slide: ExampleSlide,
