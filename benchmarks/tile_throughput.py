@@ -38,9 +38,8 @@ def peak_rss_mib() -> float:
 def measure_baseline(slide_path: str) -> dict:
     """Decode every planned region once with OpenSlide alone; time the detector on up to three regions."""
     from bioaug.nuclei import detect_nuclei
-    from bioaug.slides import Slide
+    from bioaug.slides import Slide, resample
     from bioaug.tile import SlideLabels, TileConfig
-    from bioaug.tile.chunks import resample
     from bioaug.tile.planning import plan_slide
 
     config = TileConfig(qc=False)

@@ -20,9 +20,9 @@ import numpy as np
 
 from .errors import SlideError
 
-#: Suffixes treated as slides when a directory is given.
 log = logging.getLogger("bioaug")
 
+#: Suffixes treated as slides when a directory is given.
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
                   ".dcm", ".png", ".jpg", ".jpeg", ".bmp")
 #: Resolutions within this relative tolerance are treated as equal (no resampling).
@@ -172,6 +172,16 @@ def rgba_on_white(rgba: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(rgba[..., :3])
     rgb = (rgba[..., :3].astype(np.uint16) * alpha + 255 * (255 - alpha)) // 255
     return rgb.astype(np.uint8)
+
+
+def resample(rgb: np.ndarray, scale: float) -> np.ndarray:
+    """Resize an RGB array by ``scale`` with antialiasing (Lanczos): a region read at a pyramid level brought to
+    the target µm/px (``ReadPlan.scale``)."""
+    from PIL import Image
+
+    height, width = rgb.shape[:2]
+    size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
 
 
 def expand_slide_paths(paths: list[str | Path]) -> list[Path]:

@@ -87,19 +87,36 @@ def test_train_classifier_learns_the_disc_store_and_is_deterministic(disc_store)
     assert extract_features(model, images[:5]).shape == (5, 256)
 
 
-def test_early_stopping_keeps_the_best_validation(disc_store):
+@pytest.mark.parametrize("scores, best_step, steps_run, stopped_early", [
+    ([0.4, 0.6, 0.5, 0.6, 0.9], 10, 20, True),  # no better score in 2 validations after step 10 (a tie is none)
+    ([0.1, 0.2, 0.3, 0.2, 0.4, 0.35], 25, 30, False),  # the last validation is 1 short of the patience
+])
+def test_early_stopping_keeps_the_best_validation(disc_store, monkeypatch, scores, best_step, steps_run,
+                                                  stopped_early):
+    """Validation scores are scripted, so whether and when training stops is known; the weights kept must be
+    those whose predictions were scored best."""
     images, labels, train = _split(disc_store)
     fit, val = train & (disc_store.slides != "slide2"), disc_store.slides == "slide2"
-    config = ClassifierConfig(network="resnet10-w0.5", steps=40, eval_every=5, batch_size=16, seed=0, patience=2)
+    validated = []  # the probabilities of every validation
+
+    def recorded_predict_proba(*args, **kwargs):
+        validated.append(predict_proba(*args, **kwargs))
+        return validated[-1]
+
+    monkeypatch.setattr(train_module, "predict_proba", recorded_predict_proba)
+    monkeypatch.setattr(train_module, "balanced_accuracy_score", lambda y_true, y_pred: scores[len(validated) - 1])
+    config = ClassifierConfig(network="resnet10-w0.5", steps=30, eval_every=5, batch_size=16, seed=0, patience=2)
     model, history = train_classifier(images[fit], labels[fit], images[val], labels[val], 3, config,
                                       progress=False)
-    scores = [record["val_balanced_accuracy"] for record in history["log"]]
-    best = [record["step"] for record in history["log"]][int(np.argmax(scores))]
-    assert history["best_step"] == best
-    if history["stopped_early"]:
-        assert len(scores) == scores.index(max(scores)) + 1 + config.patience
-    kept = classification_metrics(labels[val], predict_proba(model, images[val]))["balanced_accuracy"]
-    assert kept == pytest.approx(max(scores), abs=0.1)  # best weights, batch norm re-estimated
+    steps = [record["step"] for record in history["log"]]
+    assert steps == list(range(5, steps_run + 1, 5))
+    assert [record["val_balanced_accuracy"] for record in history["log"]] == scores[:len(steps)]
+    assert (history["best_step"], history["steps_run"], history["stopped_early"]) == (best_step, steps_run,
+                                                                                     stopped_early)
+    kept = predict_proba(model, images[val], batch_size=config.batch_size)
+    best = validated[steps.index(best_step)]
+    assert not np.allclose(best, validated[-1])  # the weights of the last validation would be told apart
+    assert np.allclose(kept, best, atol=1e-6)
 
 
 @pytest.mark.parametrize("fraction, expected", [(0.0, (16, 0)), (0.25, (12, 4)), (0.5, (8, 8)), (1.0, (0, 16))])

@@ -13,7 +13,8 @@ from skimage.color import rgb2hed
 from skimage.measure import label as label_regions, regionprops
 
 from bioaug.errors import ConfigError
-from bioaug.example import CLASS_NAMES, ExampleSlide, _pyramid_shapes, write_example_slide
+from bioaug.example import CLASS_NAMES, ExampleSlide, write_example_slide
+from bioaug.example.writer import pyramid_shapes
 
 WIDTH, HEIGHT, MPP = 1024, 768, 0.25
 
@@ -84,16 +85,17 @@ def test_same_area_at_half_the_resolution_is_the_same_tissue(tmp_path: Path,
     assert [coarse_nuclei[i]["label"] for i in match] == [row["label"] for row in nuclei]
 
 
-@pytest.mark.parametrize("size, levels", [
-    ((512, 512), 1),
-    ((1024, 768), 2),
-    ((4096, 3072), 2),
-    ((20000, 20000), 4),
-    ((50000, 50000), 4),
+@pytest.mark.parametrize("size, shapes", [  # (width, height), then (height, width) of every level, by hand
+    ((512, 512), [(512, 512)]),
+    ((1024, 768), [(768, 1024), (192, 256)]),  # a side of 1024 px: one reduced level, though 192 < 256
+    ((1030, 1001), [(1001, 1030), (251, 258)]),  # sides round up: 1001 / 4 = 250.25
+    ((4096, 3072), [(3072, 4096), (768, 1024)]),
+    ((20000, 20000), [(20000, 20000), (5000, 5000), (1250, 1250), (313, 313)]),
+    ((50000, 50000), [(50000, 50000), (12500, 12500), (3125, 3125), (782, 782)]),
 ])
-def test_pyramid_divides_by_four_until_a_side_drops_below_256(size: tuple[int, int], levels: int) -> None:
-    width, height = size
-    assert _pyramid_shapes(width, height) == [(-(-height // 4 ** i), -(-width // 4 ** i)) for i in range(levels)]
+def test_pyramid_divides_by_four_until_a_side_drops_below_256(size: tuple[int, int],
+                                                              shapes: list[tuple[int, int]]) -> None:
+    assert pyramid_shapes(*size) == shapes
 
 
 def test_tissue_has_stain_colours_and_level_1_agrees_with_level_0(slide: ExampleSlide,

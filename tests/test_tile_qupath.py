@@ -8,7 +8,7 @@ import pytest
 
 from bioaug.errors import LabelError
 from bioaug.example import write_example_slide
-from bioaug.labels import read_geojson_points, read_points
+from bioaug.tile.labels import read_geojson_points, read_points
 from bioaug.tile import TileConfig, tile
 from bioaug.tile.qupath import geojson_path
 

@@ -1,9 +1,9 @@
 """The tile stage: slides in, a labelled store of nucleus-centred patches out.
 
-Modules: ``config`` (``TileConfig`` and its limits), ``sources`` (label sources behind one interface, by
-``--label-by`` name), ``planning`` (preflight and chunk jobs), ``chunks`` (what a worker runs), ``running``
-(``tile``: local pool, any executor or Dask), ``qc`` (density check, border counts, QC pictures) and
-``qupath`` (GeoJSON export).
+Modules: ``config`` (``TileConfig`` and its limits), ``labels`` (point, slide-label and cluster inputs),
+``sources`` (label sources behind one interface, by ``--label-by`` name), ``planning`` (preflight and chunk
+jobs), ``chunks`` (what a worker runs), ``running`` (``tile``: local pool, any executor or Dask), ``qc``
+(density check, border counts, QC pictures) and ``qupath`` (GeoJSON export).
 
 ``bioaug.tile`` is both this package and the function users call (``bioaug.tile(slides, out, config)``):
 once the package is imported it takes the attribute's place, so the package itself is made callable.

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..slides import Slide
+from ..slides import Slide, resample
 from ..store import write_shard
 from .planning import ChunkJob, Region
 
@@ -153,12 +153,3 @@ def _nearest_features(x: np.ndarray, y: np.ndarray, det_x: np.ndarray, det_y: np
         found = np.isfinite(distance)
         features[found] = det_features[nearest[found]]
     return features
-
-
-def resample(rgb: np.ndarray, scale: float) -> np.ndarray:
-    """Resize an RGB array by ``scale`` with antialiasing (Lanczos)."""
-    from PIL import Image
-
-    height, width = rgb.shape[:2]
-    size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))

@@ -17,18 +17,18 @@ import math
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import SlideError
-from ..labels import Points
 from ..provenance import sha256_file, sha256_json
-from ..slides import ReadPlan, Slide, expand_slide_paths
+from ..slides import ReadPlan, Slide, expand_slide_paths, resample
 from ..tissue import TissueMasker, mask_fraction, tissue_mask
 from .config import TileConfig
+from .labels import Points
 from .sources import LabelSource, SlideLabels
 
 log = logging.getLogger("bioaug")
@@ -63,11 +63,14 @@ class Region:
 
 @dataclass
 class ChunkJob:
-    """Everything a worker needs to turn some regions of one slide into one shard (picklable)."""
+    """Everything a worker needs to turn some regions of one slide into one shard (picklable).
+
+    Its ``input_key`` is derived from the other fields by :func:`chunk_input_key`, so a new field is part of
+    the key unless it is named in ``NOT_IN_INPUT_KEY``.
+    """
 
     store: str
     shard: str
-    input_key: str
     slide_path: str
     slide_mpp: float | None
     plan: ReadPlan
@@ -87,6 +90,31 @@ class ChunkJob:
     stain_reference: float | None = None
     """The slide's haematoxylin reference level (``nuclei.hematoxylin_reference``): detection thresholds are
     relative to it, so a weakly stained slide's nuclei are still found. None: the detector's absolute scale."""
+    input_key: str = ""
+    """What the shard is made from (:func:`chunk_input_key`): a rerun skips a shard written with the same key."""
+
+
+#: ``ChunkJob`` fields left out of its input key: where the shard goes (``store``, ``shard``) and the key
+#: itself; what the slide's content hash (in the key) stands for, so that a moved or copied slide keeps its
+#: shards (its path, the level size, and the tissue mask with its scale and area, made from the slide's overview;
+#: a rerun with another tissue masker keeps the shards whose regions did not change); and the cache size, which
+#: changes speed, not output.
+NOT_IN_INPUT_KEY = frozenset({"store", "shard", "input_key", "slide_path", "level_size", "tissue", "tissue_scale",
+                              "tissue_mm2", "cache_bytes"})
+
+
+def chunk_input_key(job: ChunkJob, slide_sha256: str) -> str:
+    """The input key of a chunk: its slide's content hash, the detector's parameters and every ``ChunkJob``
+    field but those in ``NOT_IN_INPUT_KEY`` (nested dataclasses as dicts)."""
+    from ..nuclei import DetectionParams
+
+    def plain(value: Any) -> Any:
+        if is_dataclass(value):
+            return asdict(value)
+        return [plain(item) for item in value] if isinstance(value, (list, tuple)) else value
+
+    inputs = {f.name: plain(getattr(job, f.name)) for f in fields(job) if f.name not in NOT_IN_INPUT_KEY}
+    return sha256_json({"slide": slide_sha256, "detection": asdict(DetectionParams()), **inputs})
 
 
 @dataclass
@@ -195,24 +223,19 @@ def plan_slide(slide: Slide, out: Path, config: TileConfig, labels: SlideLabels,
     slide_hash = sha256_file(slide.path)
     stem = shard_stem(slide.name)
     per_chunk = max(1, min(CHUNK_ROWS * columns, math.ceil(len(regions) / MIN_CHUNKS_PER_SLIDE)))
-    detection = _detection_key()
     jobs = []
     for index, start in enumerate(range(0, len(regions), per_chunk)):
         chunk = regions[start:start + per_chunk]
         chunk_points = _subset_points(points, chunk, plan.downsample) if points is not None else None
-        key = sha256_json({"slide": slide_hash, "regions": [r.__dict__ for r in chunk], "plan": plan.__dict__,
-                           "halo": halo, "patch": config.patch_size, "mpp": config.mpp, "detection": detection,
-                           "points": [chunk_points.x, chunk_points.y, chunk_points.label] if chunk_points else None,
-                           "label": labels.label, "slide_mpp": slide.mpp,
-                           "border": [config.border, config.max_padded],
-                           "stain_reference": None if stain_reference is None else round(stain_reference, 5)})
-        jobs.append(ChunkJob(store=str(out), shard=f"{stem}.{index:04d}", input_key=key, slide_path=str(slide.path),
-                             slide_mpp=slide.mpp, plan=plan, level_size=(level_width, level_height), regions=chunk,
-                             halo=halo, patch_size=config.patch_size, target_mpp=config.mpp, border=config.border,
-                             max_padded=config.max_padded, tissue=widened, tissue_scale=thumb_scale,
-                             tissue_mm2=sum(tissue_mm2[start:start + per_chunk]),
-                             cache_bytes=config.cache_mb << 20, points=chunk_points, slide_label=labels.label,
-                             stain_reference=stain_reference))
+        job = ChunkJob(store=str(out), shard=f"{stem}.{index:04d}", slide_path=str(slide.path),
+                       slide_mpp=slide.mpp, plan=plan, level_size=(level_width, level_height), regions=chunk,
+                       halo=halo, patch_size=config.patch_size, target_mpp=config.mpp, border=config.border,
+                       max_padded=config.max_padded, tissue=widened, tissue_scale=thumb_scale,
+                       tissue_mm2=sum(tissue_mm2[start:start + per_chunk]),
+                       cache_bytes=config.cache_mb << 20, points=chunk_points, slide_label=labels.label,
+                       stain_reference=stain_reference)
+        job.input_key = chunk_input_key(job, slide_hash)
+        jobs.append(job)
     return SlidePlan(path=slide.path, name=slide.name, sha256=slide_hash, mpp=slide.mpp,
                      dimensions=slide.dimensions, thumbnail=thumbnail, tissue=tissue, tissue_scale=thumb_scale,
                      jobs=jobs)
@@ -230,7 +253,6 @@ def slide_stain_reference(slide: Slide, plan: ReadPlan, regions: Sequence[Region
     drops; one value per slide, so every chunk (and every worker) detects on the same scale.
     """
     from ..nuclei import hematoxylin_reference
-    from .chunks import resample
 
     best = sorted(range(len(regions)), key=lambda i: -tissue_mm2[i])[:STAIN_REFERENCE_REGIONS]
     if not best:
@@ -305,12 +327,6 @@ def _check_memory(slide: Slide, config: TileConfig, plan: ReadPlan, core: int, h
         raise SlideError(slide.path, f"regions of {read_edge} x {read_edge} px at level {plan.level} need about "
                                      f"{need / 2**30:.1f} GiB per worker, more than the {budget / 2**30:.1f} GiB "
                                      f"available; lower --region-size or --workers")
-
-
-def _detection_key() -> dict[str, Any]:
-    from ..nuclei import DetectionParams
-
-    return DetectionParams().__dict__
 
 
 def _points_in(points: Points, region: Region, downsample: float) -> np.ndarray:

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 import numpy as np
 
 from ..errors import LabelError, StoreError
-from ..labels import (Points, cluster_features, cluster_names, lookup, read_points, read_slide_labels,
-                      slide_key)
 from ..provenance import sha256_file
 from ..registry import Registry
 from ..store import UNLABELLED, PatchStore, StoreWriter
+from .labels import (Points, cluster_features, cluster_names, lookup, read_points, read_slide_labels,
+                     slide_key)
 
 if TYPE_CHECKING:
     from ..slides import Slide

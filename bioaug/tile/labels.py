@@ -1,4 +1,5 @@
-"""Where patch labels come from: annotated points, a slide-level table, or morphology clusters.
+"""Label inputs of the tile stage: annotated points (CSV or GeoJSON), a slide-level table, or morphology
+clusters; the label sources (``sources``) read them through this module.
 
 Slides are matched to table rows by file name (``img1.png``) or by stem (``img1``), since annotation tools
 export either.
@@ -14,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import LabelError
+from ..errors import LabelError
 
 SLIDE_COLUMNS = ("slide", "image")
 
