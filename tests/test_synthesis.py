@@ -268,7 +268,7 @@ def test_bad_options_give_one_line_and_no_store(gan, tmp_path, capsys, options, 
 def test_checkpoint_of_other_classes_or_a_changed_training_store_is_refused(gan, tmp_path):
     _, run = gan
     other = make_disc_store(tmp_path / "other", per_class=4, slides=1, class_names=("a", "b", "c"))
-    with pytest.raises(CheckpointError) as caught:
+    with pytest.raises(StoreError) as caught:
         augment(run, tmp_path / "synth", AugmentConfig(per_class=2, **QUIET), real=other, progress=False)
     assert "classes" in str(caught.value) and "\n" not in str(caught.value)
     assert not (tmp_path / "synth").exists()

@@ -68,6 +68,16 @@ class Synthesizer:
         return int(self.meta["patch_size"])
 
     @property
+    def path(self) -> Path:
+        """The checkpoint, which names the generator in messages (as a store's path names the store)."""
+        return self.checkpoint
+
+    @property
+    def mpp(self) -> None:
+        """Not known: a generator's patches take the µm/px of the store they join."""
+        return None
+
+    @property
     def z_dim(self) -> int:
         return int(self.generator.z_dim)
 
