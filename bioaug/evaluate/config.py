@@ -13,8 +13,9 @@ from pathlib import Path
 from ..classify.config import ClassifierConfig
 from ..classify.augmentation import RECIPES
 from ..config import build_section, option
+from ..devices import DEVICES
 from ..errors import ConfigError
-from ..gan.config import DEVICES, TrainConfig
+from ..gan.config import TrainConfig
 from ..synthesis.config import AugmentConfig
 from .arms import ARMS
 from .splits import DRAW_POLICIES

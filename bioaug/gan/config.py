@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from ..config import option
+from ..devices import DEVICES
 from ..errors import ConfigError
 from .presets import PRESETS, SIZED_OPTIONS, get_preset
 
 AUGMENTATIONS = ("color", "translation", "cutout", "stain")
-DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 UNLABELLED_USES = ("ignore", "discriminator")

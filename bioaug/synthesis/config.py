@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import option
+from ..devices import DEVICES
 from ..errors import ConfigError
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
