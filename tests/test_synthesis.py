@@ -250,11 +250,11 @@ def test_mixed_dataset_yields_the_requested_ratio_deterministically(gan, tmp_pat
 # -- bad input -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("options, needle", [
-    (["--per-class", "0"], "per_class"),
-    (["--per-class", "-3"], "per_class"),
+    (["--per-class", "0"], "--per-class: must be at least 1"),
+    (["--per-class", "-3"], "--per-class: must be at least 1"),
     (["--per-class", "2", "--classes", "small", "tumour"], "tumour"),
-    ([], "per_class"),
-    (["--per-class", "2", "--truncation", "1.5"], "truncation"),
+    ([], "--per-class: give exactly one of per_class"),
+    (["--per-class", "2", "--truncation", "1.5"], "--truncation"),
 ])
 def test_bad_options_give_one_line_and_no_store(gan, tmp_path, capsys, options, needle):
     _, run = gan

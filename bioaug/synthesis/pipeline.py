@@ -84,7 +84,7 @@ def open_real_store(real: str | Path | PatchStore | None, record: dict[str, Any]
 
 def plan_counts(config: AugmentConfig, class_names: list[str], real_counts: np.ndarray) -> dict[str, int]:
     """Synthetic patches to generate per class: ``per_class``, or what balancing to ``balance_to`` needs."""
-    chosen = config.check_classes(class_names, "classes")
+    chosen = config.check_classes(class_names, "--classes")
     if config.per_class is not None:
         return {class_names[c]: config.per_class for c in chosen}
     target = config.balance_to or int(real_counts.max())
