@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bioaug.store import PatchStore
+    from bioaug.store import PatchStore, check_compatible
 
     torch.set_num_threads(args.threads)
     work = args.work or args.out / "work"
@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         store = PatchStore(args.store)
         reference = PatchStore(args.reference) if args.reference else store
     pool = PatchStore(args.unlabelled) if args.unlabelled else None
+    check_compatible(reference, store)  # judged by the reference's classes, so they must be the generators'
     has_unlabelled = pool is not None or bool((store.labels < 0).any())
     modes = args.unlabelled_modes if has_unlabelled else ["ignore"]
     variants = chosen_variants(args, modes)

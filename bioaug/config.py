@@ -6,7 +6,8 @@ so the CLI, config files and the library can never disagree. Precedence: default
 
 Values are checked strictly wherever they come from: an integer option takes only whole numbers (``steps: 2.7``
 is refused, not truncated), a float option only finite numbers (``--mpp inf`` is refused), and neither takes a
-boolean.
+boolean. A value no run could use is a ``ConfigError`` naming the option's full flag: a section's option
+(``classifier.batch_size``) is ``--classifier-batch-size`` in every message, wherever its value came from.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import json
 import math
 import types
 import typing
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,13 +32,49 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with help text for ``--help``; lists, dicts and nested configs get a default factory.
 
     A nested config (a dataclass instance as default) is a section: another stage's whole config held by this
-    one, settable as a mapping in a config file and as ``--section-field`` flags.
+    one, settable as a mapping in a config file and as ``--section-field`` flags. ``choices`` (a tuple, or a
+    ``Registry`` whose names are the choices) are listed in ``--help`` and checked by :func:`check_choices`.
     """
     if dataclasses.is_dataclass(default):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **kwargs})
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+def flag(name: str) -> str:
+    """The command-line flag of option ``name``: ``batch_size`` is ``--batch-size``, and the option of a section
+    ``classifier.batch_size`` is ``--classifier-batch-size``."""
+    return "--" + name.replace("_", "-").replace(".", "-")
+
+
+@contextmanager
+def section_errors(name: str) -> Iterator[None]:
+    """Within: a ``ConfigError`` naming an option's flag names it as an option of section ``name``.
+
+    A config's checks name the flags of its own options (``--steps``) without knowing where the config is held;
+    as section ``classifier`` of another config the same option is ``--classifier-steps``.
+    """
+    try:
+        yield
+    except ConfigError as error:
+        if not (error.source or "").startswith("--"):
+            raise
+        raise type(error)(flag(f"{name}.{error.source[2:]}"), error.problem) from None
+
+
+def check_choices(config: Any) -> None:
+    """Refuse a value outside its option's ``choices``, naming the option's flag and the valid values.
+
+    The one check of every option with choices (a registry's, too): each config's ``validate`` starts with it.
+    """
+    for spec in dataclasses.fields(config):
+        choices, value = spec.metadata.get("choices"), getattr(config, spec.name)
+        if choices is None or value is None:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item not in choices:
+                raise ConfigError(flag(spec.name), f"{item!r} is not one of {', '.join(map(str, choices))}")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -80,13 +119,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tu
             add_config_arguments(parser, kind, prefix=f"{prefix}{spec.name}.", defaults=_field_default(spec))
             continue
         default = getattr(defaults, spec.name) if defaults is not None else _field_default(spec)
-        flag = "--" + (prefix + spec.name).replace("_", "-").replace(".", "-")
         help_text = f"{spec.metadata.get('help', '')} (default: {default})"
         if "choices" in spec.metadata:
             help_text += f"; one of {', '.join(map(str, spec.metadata['choices']))}"
         parse = _parse_bool if kind is bool else kind
-        action = group.add_argument(flag, dest=prefix + spec.name, type=parse, nargs="+" if is_list else None,
-                                    default=None, metavar=spec.name.upper(), help=help_text)
+        action = group.add_argument(flag(prefix + spec.name), dest=prefix + spec.name, type=parse,
+                                    nargs="+" if is_list else None, default=None, metavar=spec.name.upper(),
+                                    help=help_text)
         action.config_default = default  # type: ignore[attr-defined]  # the real default, for synopses
         action.config_choices = spec.metadata.get("choices")  # type: ignore[attr-defined]
 
@@ -96,17 +135,19 @@ def _field_default(spec: dataclasses.Field) -> Any:
 
 
 def build_section(owner: type, name: str, value: dict[str, Any], source: str | Path = "config",
-                  sources: dict[str, str] | None = None) -> Any:
+                  flags: Collection[str] = ()) -> Any:
     """The nested section ``name`` of config class ``owner`` from a mapping of some of its options.
 
     Options not given keep the section's default *in the owner* (an evaluation's generator trains 5,000 steps
-    by default, a plain ``bioaug train`` 20,000), not the section class's own defaults.
+    by default, a plain ``bioaug train`` 20,000), not the section class's own defaults. ``flags`` names the
+    section's options given as command-line flags (see :func:`build_config`).
     """
     spec = {field.name: field for field in dataclasses.fields(owner)}[name]  # type: ignore[arg-type]
     kind = _base_type(_field_types(owner)[name])[0]
     default, plain = _field_default(spec), kind()
     differs = {key: val for key, val in dataclasses.asdict(default).items() if val != getattr(plain, key)}
-    return build_config(kind, {**differs, **value}, source=f"{source} section {name!r}", sources=sources)
+    with section_errors(name):
+        return build_config(kind, {**differs, **value}, source=f"{source} section {name!r}", flags=flags)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -164,11 +205,12 @@ def _coerce(kind: Any, value: Any) -> Any:
 
 
 def build_config(cls: type[C], values: dict[str, Any], source: str | Path = "config",
-                 sources: dict[str, str] | None = None) -> C:
+                 flags: Collection[str] = ()) -> C:
     """Instantiate ``cls`` from a mapping, rejecting unknown keys and values of the wrong type or choice.
 
-    ``sources`` names where each key's value came from (a file, or its command-line flag) for the error
-    line; keys not in it are blamed on ``source``.
+    A value of the wrong type is blamed on its flag when its key is in ``flags`` (the options given on the
+    command line; ``section.option`` for a section's), else on ``source`` (a file); the config's ``validate``
+    then names the flag of any option it refuses.
     """
     hints = _field_types(cls)
     names = {spec.name: spec for spec in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -178,14 +220,13 @@ def build_config(cls: type[C], values: dict[str, Any], source: str | Path = "con
     clean: dict[str, Any] = {}
     for key, value in values.items():
         kind, is_list = _base_type(hints[key])
-        origin = (sources or {}).get(key, source)
+        origin = flag(key) if key in flags else source
         if dataclasses.is_dataclass(kind):
             if isinstance(value, kind):
                 clean[key] = value
             elif isinstance(value, dict):
-                inner = {name[len(key) + 1:]: where for name, where in (sources or {}).items()
-                         if name.startswith(key + ".")}
-                clean[key] = build_section(cls, key, value, source=origin, sources=inner)
+                inner = [name[len(key) + 1:] for name in flags if name.startswith(key + ".")]
+                clean[key] = build_section(cls, key, value, source=source, flags=inner)
             else:
                 raise ConfigError(origin, f"section {key!r} must be a mapping of option names to values")
             continue
@@ -200,11 +241,6 @@ def build_config(cls: type[C], values: dict[str, Any], source: str | Path = "con
         except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
             reason = str(exc) if str(exc).startswith("is not") else f"is not a valid {kind.__name__}"
             raise ConfigError(origin, f"option {key!r}: {value!r} {reason}") from None
-        choices = names[key].metadata.get("choices")
-        if choices and clean[key] is not None:
-            for item in clean[key] if is_list else [clean[key]]:
-                if item not in choices:
-                    raise ConfigError(origin, f"option {key!r}: {item!r} is not one of {', '.join(map(str, choices))}")
     config = cls(**clean)
     validate = getattr(config, "validate", None)
     if validate is not None:
@@ -215,31 +251,32 @@ def build_config(cls: type[C], values: dict[str, Any], source: str | Path = "con
 def resolve_config(cls: type[C], args: argparse.Namespace) -> C:
     """Defaults < ``--config`` file < explicit CLI flags, as one validated dataclass instance."""
     values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
+    flags: list[str] = []
     config_path = getattr(args, "config", None)
     if config_path:
         values.update(load_config_file(config_path))
-    _given_flags(cls, args, values, sources, "")
-    return build_config(cls, values, source=config_path or "command line", sources=sources)
+    _given_flags(cls, args, values, flags, "")
+    return build_config(cls, values, source=config_path or "command line", flags=flags)
 
 
-def _given_flags(cls: type, args: argparse.Namespace, values: dict[str, Any], sources: dict[str, str],
+def _given_flags(cls: type, args: argparse.Namespace, values: dict[str, Any], flags: list[str],
                  prefix: str) -> None:
-    """Merge the flags given on the command line into ``values`` (nested sections into their mappings)."""
+    """Merge the flags given on the command line into ``values`` (nested sections into their mappings) and
+    list their options in ``flags``."""
     hints = _field_types(cls)
     for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
         kind, _ = _base_type(hints[spec.name])
         if dataclasses.is_dataclass(kind):
             section = values.get(spec.name)
             section = dict(section) if isinstance(section, dict) else {}
-            _given_flags(kind, args, section, sources, f"{prefix}{spec.name}.")
+            _given_flags(kind, args, section, flags, f"{prefix}{spec.name}.")
             if section:
                 values[spec.name] = section
             continue
         given = getattr(args, prefix + spec.name, None)
         if given is not None:
             values[spec.name] = given
-            sources[prefix + spec.name] = "--" + (prefix + spec.name).replace("_", "-").replace(".", "-")
+            flags.append(prefix + spec.name)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

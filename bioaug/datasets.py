@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .store import PatchStore
+from .store import PatchStore, check_compatible
 
 
 class PatchDataset(Dataset):
@@ -53,9 +53,7 @@ class MixedPatchDataset(Dataset):
 
         self.real = PatchDataset(real, transform=transform)
         self.synthetic = PatchDataset(synthetic, transform=transform)
-        if self.real.store.class_names != self.synthetic.store.class_names:
-            raise StoreError(self.synthetic.store.path, f"has classes {self.synthetic.store.class_names} but the "
-                                                        f"real store has {self.real.store.class_names}")
+        check_compatible(self.synthetic.store, self.real.store)
         if not 0 <= synthetic_fraction <= 1:
             raise ConfigError("synthetic_fraction", f"must lie in [0, 1], got {synthetic_fraction}")
         if length is None:

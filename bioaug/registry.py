@@ -1,15 +1,20 @@
-"""``Registry``: the named members of a family that grows, such as evaluation arms, generator presets and
-label sources.
+"""``Registry``: the named members of a family that grows, such as evaluation arms, generator presets, label
+sources, classifier networks, augmentation recipes and metrics.
 
 Each family keeps one module-level registry; a new member registers itself where it is defined, and the code
 that uses the family looks members up by name, so adding one touches nothing else. A registry reads like a
-mapping from name to member, in registration order; ``require`` is the lookup for names that come from users
-(configs, command lines), whose failure is a one-line error listing the valid names.
+mapping from name to member, in registration order; ``require`` is the lookup for names that come from users,
+whose failure is a one-line error listing the valid names. A config option naming a member takes the registry
+as its ``choices`` (:func:`bioaug.config.option`), which is the one check of its value.
+
+Members that need torch are registered by a ``"module:name"`` target (:func:`load_target`), so that configs can
+list and check the names without importing it.
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -51,3 +56,9 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.family!r}: {', '.join(self._members)})"
+
+
+def load_target(target: str) -> Any:
+    """The object a ``"module:name"`` target names, importing its module on first use."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)

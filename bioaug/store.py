@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -39,6 +40,9 @@ CORE_COLUMNS = ("patch_id", "slide", "x", "y", "label", "synthetic")
 UNLABELLED = ""
 _TMP_PREFIX = ".tmp-"
 _SHARD_FILES = {"images": "images.npy", "manifest": "manifest.csv"}
+#: Relative difference of µm/px below which two stores are at the same scale (what a JSON round trip or another
+#: slide's rounding may leave; resampled stores are at exactly the µm/px they were asked for).
+MPP_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -405,6 +409,30 @@ def _reopen(path: str, content_hash: str) -> PatchStore:
         raise StoreError(path, f"changed while in use: content hash {store.content_hash[:12]}, expected "
                                f"{content_hash[:12]}")
     return store
+
+
+def check_compatible(store: PatchStore, other: Any, *, classes: bool = True, why: str = "") -> None:
+    """Refuse ``store`` for use with ``other`` unless their patches have the same size, µm/px and (with
+    ``classes``) class names, in order.
+
+    ``other`` is a store, or anything else with ``path``, ``patch_size``, ``class_names`` and ``mpp`` (None when
+    not known, as for a generator, whose patches take the µm/px of the store they join). µm/px are compared
+    within ``MPP_TOLERANCE``.
+
+    Raises
+    ------
+    StoreError
+        One line naming ``store``'s path, the difference and ``other``'s path, then ``why`` it matters if given.
+    """
+    if store.patch_size != other.patch_size:
+        problem = f"has {store.patch_size} px patches, but {other.path} has {other.patch_size} px patches"
+    elif other.mpp is not None and not math.isclose(store.mpp, other.mpp, rel_tol=MPP_TOLERANCE):
+        problem = f"is at {store.mpp:g} µm/px, but {other.path} is at {other.mpp:g} µm/px"
+    elif classes and list(store.class_names) != list(other.class_names):
+        problem = f"has classes {list(store.class_names)}, but {other.path} has {list(other.class_names)}"
+    else:
+        return
+    raise StoreError(store.path, f"{problem}; {why}" if why else problem)
 
 
 def subset_store(store: PatchStore, indices: Sequence[int], out: str | Path, *, provenance: dict[str, Any],

@@ -28,7 +28,7 @@ def test_unknown_network_and_bad_options_are_one_line_config_errors():
     with pytest.raises(ConfigError, match="unknown network 'vgg'; valid: densenet121, .*resnet18") as error:
         build_network("vgg", 3)
     assert "\n" not in str(error.value)
-    with pytest.raises(ConfigError, match="'network': 'vgg' is not one of"):
+    with pytest.raises(ConfigError, match="^--network: 'vgg' is not one of"):
         build_config(ClassifierConfig, {"network": "vgg"})
     with pytest.raises(ConfigError, match="augmentation"):
         build_config(ClassifierConfig, {"augmentation": "mixup"})

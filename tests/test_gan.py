@@ -16,7 +16,8 @@ from PIL import Image
 
 from bioaug.errors import BioaugError, CheckpointError, ConfigError, StoreError
 from bioaug.gan import TrainConfig, generate, load_checkpoint, load_generator, train
-from bioaug.gan.augment import OPERATIONS, AugmentController, augment
+from bioaug.gan.augment import AugmentController, augment
+from bioaug.gan.config import DIFF_AUGMENTATIONS
 from bioaug.gan.data import ClassBalancedSampler
 from bioaug.gan.grids import PAD, cell_size
 from bioaug.gan.networks import Discriminator, Generator
@@ -65,7 +66,7 @@ def test_class_conditions_both_networks_and_discriminator_is_spectrally_normalis
 
 # -- augmentation --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", sorted(OPERATIONS))
+@pytest.mark.parametrize("name", sorted(DIFF_AUGMENTATIONS))
 def test_each_augmentation_is_differentiable_and_changes_images(name):
     torch.manual_seed(0)
     images = (torch.rand(6, 3, 32, 32) * 2 - 1).requires_grad_(True)
@@ -79,7 +80,7 @@ def test_each_augmentation_is_differentiable_and_changes_images(name):
 def test_probability_zero_is_identity_and_partial_probability_leaves_some_images_alone():
     torch.manual_seed(0)
     images = torch.rand(64, 3, 16, 16) * 2 - 1
-    assert augment(images, 0.0, list(OPERATIONS)) is images
+    assert augment(images, 0.0, list(DIFF_AUGMENTATIONS)) is images
     out = augment(images, 0.3, ["translation"])
     untouched = (out == images).flatten(1).all(dim=1)
     assert 0 < untouched.sum() < 64

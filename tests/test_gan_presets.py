@@ -286,7 +286,7 @@ def test_the_preset_chooses_the_ema_statistics_unless_set():
     assert TrainConfig().resolve(32).ema_stats == "standing"
     assert TrainConfig(preset="resnet").resolve(32).ema_stats == "training"
     assert TrainConfig(preset="resnet", ema_stats="standing").resolve(32).ema_stats == "standing"
-    with pytest.raises(ConfigError, match="'ema_stats': 'copied' is not one of standing, training"):
+    with pytest.raises(ConfigError, match="^--ema-stats: 'copied' is not one of standing, training"):
         build_config(TrainConfig, {"ema_stats": "copied"})
 
 
@@ -379,10 +379,10 @@ def test_training_with_unlabelled_rows_records_them_and_ignore_equals_a_labelled
 
 
 @pytest.mark.parametrize("values, needle", [
-    ({"unlabelled": "generator"}, "'generator' is not one of ignore, discriminator"),
-    ({"unlabelled_fraction": 1.0}, "'unlabelled_fraction' must lie in [0, 1)"),
-    ({"lecam": -1.0}, "'lecam'"),
-    ({"time_budget": -5}, "'time_budget'"),
+    ({"unlabelled": "generator"}, "--unlabelled: 'generator' is not one of ignore, discriminator"),
+    ({"unlabelled_fraction": 1.0}, "--unlabelled-fraction: must lie in [0, 1)"),
+    ({"lecam": -1.0}, "--lecam: must be at least 0"),
+    ({"time_budget": -5}, "--time-budget: must be at least 0"),
 ])
 def test_bad_second_edition_options_are_one_line(values, needle):
     with pytest.raises(ConfigError) as caught:

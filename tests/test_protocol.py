@@ -119,9 +119,9 @@ def test_gan_run_of_another_split_in_the_work_directory_is_refused(disc_store, t
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"classifier": {"network": "resnet9"}}, "'network': 'resnet9' is not one of"),
-    ({"synthetic_fraction": 1.5}, r"synthetic_fraction.*\[0, 1\], got 1.5"),
-    ({"synthetic_fraction": -0.1}, r"synthetic_fraction.*\[0, 1\], got -0.1"),
+    ({"classifier": {"network": "resnet9"}}, "--classifier-network: 'resnet9' is not one of"),
+    ({"synthetic_fraction": 1.5}, r"--synthetic-fraction: must lie in \[0, 1\], got 1.5"),
+    ({"synthetic_fraction": -0.1}, r"--synthetic-fraction: must lie in \[0, 1\], got -0.1"),
     ({"arms": ["pseudo_label", "classic"]}, "needs an unlabelled store"),
     ({"unlabelled": "/no/such/store"}, "no patch store at /no/such/store"),
     ({"generator": {"steps": 0}}, "steps"),
@@ -129,7 +129,7 @@ def test_gan_run_of_another_split_in_the_work_directory_is_refused(disc_store, t
     ({"budgets": [0.1, 1.5]}, r"in \(0, 1\], got 1.5"),
     ({"synthetic": {"0-0.1": "/no/such/store"}}, "no patch store at /no/such/store"),
     ({"synthetic": {"7-0.1": "/no/such/store"}}, "names no evaluated cell"),
-    ({"arms": ["real", "fancy"]}, "'fancy' is not one of"),
+    ({"arms": ["real", "fancy"]}, "--arms: 'fancy' is not one of"),
     ({"run_folds": [5]}, "fold 5 is not in 0..4"),
 ])
 def test_bad_config_is_a_one_line_error(values, message):

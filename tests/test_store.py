@@ -8,7 +8,7 @@ import pytest
 
 from bioaug.datasets import PatchDataset
 from bioaug.errors import StoreError
-from bioaug.store import PatchStore, StoreHeader, StoreWriter, write_shard
+from bioaug.store import PatchStore, StoreHeader, StoreWriter, check_compatible, write_shard
 from conftest import make_disc_store
 
 
@@ -190,3 +190,26 @@ def test_a_store_pickles_by_path_and_is_refused_when_its_contents_changed(tmp_pa
     with pytest.raises(StoreError, match="changed while in use") as error:
         pickle.loads(data)
     assert str(tmp_path / "store") in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("change, classes, message", [
+    ({}, True, None),
+    ({"mpp": 0.5 * (1 + 1e-7)}, True, None),  # a rounding, not another scale
+    ({"class_names": ["large", "small", "pale"]}, False, None),
+    ({"patch_size": 48}, True, "has 48 px patches, but {other} has 32 px patches"),
+    ({"mpp": 0.25}, True, "is at 0.25 µm/px, but {other} is at 0.5 µm/px"),
+    ({"mpp": 0.25}, False, "is at 0.25 µm/px, but {other} is at 0.5 µm/px"),
+    ({"class_names": ["large", "small", "pale"]}, True,
+     "has classes ['large', 'small', 'pale'], but {other} has ['small', 'large', 'pale']"),
+])
+def test_stores_are_compatible_only_at_one_patch_size_scale_and_class_order(tmp_path, change, classes, message):
+    other = make_disc_store(tmp_path / "other", per_class=4, slides=1)
+    store = make_disc_store(tmp_path / "store", per_class=4, slides=1, patch_size=change.get("patch_size", 32))
+    for name, value in change.items():
+        setattr(store.header, name, value)
+    if message is None:
+        check_compatible(store, other, classes=classes)
+        return
+    with pytest.raises(StoreError) as caught:
+        check_compatible(store, other, classes=classes, why="they train one classifier")
+    assert str(caught.value) == f"{store.path}: {message.format(other=other.path)}; they train one classifier"

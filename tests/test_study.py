@@ -225,11 +225,13 @@ def test_bad_study_options_are_refused_before_writing(stores, tmp_path, swap, op
 def test_other_patch_size_and_other_study_in_out_are_refused(stores, tmp_path):
     real, synthetic = stores
     big = make_disc_store(tmp_path / "big", per_class=8, slides=2, patch_size=48, kind="synthetic")
-    with pytest.raises(StoreError, match="tell them apart by size"):
+    with pytest.raises(StoreError, match="has 48 px patches, but .* has 32 px patches; readers would tell real "
+                                         "from synthetic"):
         make(real, big, tmp_path / "out")
     coarse = make_disc_store(tmp_path / "coarse", per_class=8, slides=2, kind="synthetic")
     coarse.header.mpp = 1.0  # as if sampled at another resolution
-    with pytest.raises(StoreError, match="at 1 µm/px but .* at 0.5: readers would tell them apart by scale"):
+    with pytest.raises(StoreError, match="is at 1 µm/px, but .* is at 0.5 µm/px; readers would tell real from "
+                                         "synthetic"):
         make(real, coarse, tmp_path / "out")
     make(real, synthetic, tmp_path / "out", StudyConfig(n=10))
     with pytest.raises(StudyError, match="holds another study"):

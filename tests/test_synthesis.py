@@ -250,11 +250,11 @@ def test_mixed_dataset_yields_the_requested_ratio_deterministically(gan, tmp_pat
 # -- bad input -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("options, needle", [
-    (["--per-class", "0"], "per_class"),
-    (["--per-class", "-3"], "per_class"),
+    (["--per-class", "0"], "--per-class: must be at least 1"),
+    (["--per-class", "-3"], "--per-class: must be at least 1"),
     (["--per-class", "2", "--classes", "small", "tumour"], "tumour"),
-    ([], "per_class"),
-    (["--per-class", "2", "--truncation", "1.5"], "truncation"),
+    ([], "--per-class: give exactly one of per_class"),
+    (["--per-class", "2", "--truncation", "1.5"], "--truncation"),
 ])
 def test_bad_options_give_one_line_and_no_store(gan, tmp_path, capsys, options, needle):
     _, run = gan
@@ -268,7 +268,7 @@ def test_bad_options_give_one_line_and_no_store(gan, tmp_path, capsys, options, 
 def test_checkpoint_of_other_classes_or_a_changed_training_store_is_refused(gan, tmp_path):
     _, run = gan
     other = make_disc_store(tmp_path / "other", per_class=4, slides=1, class_names=("a", "b", "c"))
-    with pytest.raises(CheckpointError) as caught:
+    with pytest.raises(StoreError) as caught:
         augment(run, tmp_path / "synth", AugmentConfig(per_class=2, **QUIET), real=other, progress=False)
     assert "classes" in str(caught.value) and "\n" not in str(caught.value)
     assert not (tmp_path / "synth").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from ..registry import Registry
 
 Transform = Callable[..., dict[str, Any]]
 
@@ -50,17 +51,16 @@ def _strong_recipe(seed: int) -> Transform:
     ], seed=seed)
 
 
-RECIPES: dict[str, Callable[[int], Transform | None]] = {
-    "none": lambda seed: None,
-    "geometric": _geometric_recipe,
-    "geometric+stain": _stain_recipe,
-    "strong": _strong_recipe,
-}
+RECIPES: Registry[Callable[[int], Transform | None]] = Registry(
+    "augmentation", lambda message: ConfigError("--augmentation", message))
 """Recipe name -> factory of a seeded transform (None: the patch is used as it is)."""
+
+RECIPES.register("none", lambda seed: None)
+RECIPES.register("geometric", _geometric_recipe)
+RECIPES.register("geometric+stain", _stain_recipe)
+RECIPES.register("strong", _strong_recipe)
 
 
 def build_augmentation(name: str, seed: int) -> Transform | None:
     """The seeded transform of recipe ``name``; a ``ConfigError`` listing the valid names for an unknown one."""
-    if name not in RECIPES:
-        raise ConfigError("augmentation", f"unknown augmentation {name!r}; valid: {', '.join(RECIPES)}")
-    return RECIPES[name](seed)
+    return RECIPES.require(name)(seed)

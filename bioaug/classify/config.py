@@ -8,10 +8,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..config import option
+from ..config import check_choices, flag, option
 from ..errors import ConfigError
 from .augmentation import RECIPES
 from .networks import NETWORKS
+
 
 def crop_reach(view: int, tta: str, shift: int) -> int:
     """Edge of the centre crop that prediction with ``tta`` needs for a ``view`` px view: the view plus the
@@ -30,7 +31,7 @@ class ClassifierConfig:
     """How the downstream classifier is trained; one instance per evaluation run."""
 
     network: str = option("resnet10-w0.5", "MONAI network (see benchmarks/classifier_choice.py for the default)",
-                          choices=tuple(NETWORKS))
+                          choices=NETWORKS)
     steps: int = option(400, "optimiser steps, the same for every arm whatever its training-set size")
     warmup_fraction: float = option(0.05, "share of the steps with a linear learning-rate warm-up, before "
                                           "cosine decay to zero")
@@ -42,7 +43,7 @@ class ClassifierConfig:
                               "validation split")
     eval_every: int = option(50, "steps between validations when patience > 0")
     seed: int = option(0, "seed for initialisation, batch order and augmentation")
-    augmentation: str = option("none", "training-time augmentation recipe", choices=tuple(RECIPES))
+    augmentation: str = option("none", "training-time augmentation recipe", choices=RECIPES)
     view: int = option(0, "field of view in pixels: the network sees a centre crop of this edge of every patch "
                           "(real, pseudo-labelled and synthetic alike); 0: the whole patch")
     view_um: float = option(0.0, "field of view in µm, converted with the store's µm/px (instead of view)")
@@ -65,32 +66,26 @@ class ClassifierConfig:
                                           "class prior the trained network learned is subtracted at prediction")
 
     def validate(self) -> None:
-        """Reject impossible values before any training starts."""
-        if self.network not in NETWORKS:
-            raise ConfigError("network", f"unknown network {self.network!r}; valid: {', '.join(NETWORKS)}")
-        if self.augmentation not in RECIPES:
-            raise ConfigError("augmentation", f"{self.augmentation!r} is not one of {', '.join(RECIPES)}")
-        for name in ("steps", "batch_size", "eval_every"):
+        """Reject impossible values before any training starts, naming the option's flag."""
+        check_choices(self)
+        for name in ("steps", "batch_size", "eval_every", "tta_shift"):
             if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(flag(name), f"must be at least 1, got {getattr(self, name)}")
         if self.batch_size < 2:
-            raise ConfigError("batch_size", "batch norm needs at least 2 patches per batch")
+            raise ConfigError(flag("batch_size"), "batch norm needs at least 2 patches per batch")
         if not 0 <= self.warmup_fraction < 1:
-            raise ConfigError("warmup_fraction", f"must lie in [0, 1), got {self.warmup_fraction}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.patience < 0:
-            raise ConfigError("classifier", "lr must be > 0, weight_decay and patience >= 0")
-        for name, choices in (("marker", MARKERS), ("tta", TTA_MODES), ("class_weighting", CLASS_WEIGHTINGS),
-                              ("sampler", SAMPLERS), ("extra_sampler", SAMPLERS)):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"--classifier-{name.replace('_', '-')}",
-                                  f"{getattr(self, name)!r} is not one of {', '.join(choices)}")
+            raise ConfigError(flag("warmup_fraction"), f"must lie in [0, 1), got {self.warmup_fraction}")
+        for name in ("lr", "marker_sigma"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(flag(name), f"must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "patience", "logit_adjustment"):
+            if getattr(self, name) < 0:
+                raise ConfigError(flag(name), f"must be at least 0, got {getattr(self, name)}")
         if self.view < 0 or self.view_um < 0 or (self.view and self.view_um):
-            raise ConfigError("--classifier-view", "give the field of view once, in pixels (view) or in µm "
-                                                   f"(view_um), not negative; got {self.view} px, {self.view_um} µm")
+            raise ConfigError(flag("view"), "give the field of view once, in pixels (view) or in µm (view_um), not "
+                                            f"negative; got {self.view} px, {self.view_um} µm")
         if self.view and self.view < 8:
-            raise ConfigError("--classifier-view", f"a view of {self.view} px is too small for the networks (>= 8)")
-        if self.marker_sigma <= 0 or self.tta_shift < 1 or self.logit_adjustment < 0:
-            raise ConfigError("classifier", "marker_sigma must be > 0, tta_shift >= 1, logit_adjustment >= 0")
+            raise ConfigError(flag("view"), f"a view of {self.view} px is too small for the networks (>= 8)")
 
     def for_patches(self, patch_size: int, mpp: float, source: object) -> "ClassifierConfig":
         """This config with the field of view in pixels of ``source``'s patches (``patch_size`` px at ``mpp``).

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the registry's names are read by torch-free configs; networ
     from torch import nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 
 
 def _resnet(depth: int, n_classes: int, in_channels: int, widen_factor: float = 1.0) -> nn.Module:
@@ -39,18 +40,22 @@ def _efficientnet(name: str, n_classes: int, in_channels: int) -> nn.Module:
     return EfficientNetBN(name, pretrained=False, spatial_dims=2, in_channels=in_channels, num_classes=n_classes)
 
 
-NETWORKS: dict[str, Callable[[int, int], "nn.Module"]] = {
-    "densenet121": partial(_densenet, "densenet121"),
-    "densenet169": partial(_densenet, "densenet169"),
-    "resnet10": partial(_resnet, 10),
-    "resnet10-w0.5": partial(_resnet, 10, widen_factor=0.5),
-    "resnet18": partial(_resnet, 18),
-    "resnet34": partial(_resnet, 34),
-    "resnet50": partial(_resnet, 50),
-    "efficientnet-b0": partial(_efficientnet, "efficientnet-b0"),
-    "efficientnet-b1": partial(_efficientnet, "efficientnet-b1"),
-}
+NETWORKS: Registry[Callable[[int, int], "nn.Module"]] = Registry("network",
+                                                                 lambda message: ConfigError("--network", message))
 """Network name -> factory taking the number of classes and of input channels."""
+
+for _name, _factory in (
+    ("densenet121", partial(_densenet, "densenet121")),
+    ("densenet169", partial(_densenet, "densenet169")),
+    ("resnet10", partial(_resnet, 10)),
+    ("resnet10-w0.5", partial(_resnet, 10, widen_factor=0.5)),
+    ("resnet18", partial(_resnet, 18)),
+    ("resnet34", partial(_resnet, 34)),
+    ("resnet50", partial(_resnet, 50)),
+    ("efficientnet-b0", partial(_efficientnet, "efficientnet-b0")),
+    ("efficientnet-b1", partial(_efficientnet, "efficientnet-b1")),
+):
+    NETWORKS.register(_name, _factory)
 
 
 def build_network(name: str, n_classes: int, in_channels: int = 3) -> nn.Module:
@@ -63,8 +68,7 @@ def build_network(name: str, n_classes: int, in_channels: int = 3) -> nn.Module:
     ConfigError
         When ``name`` is not registered (the message lists the valid names) or ``n_classes`` < 2.
     """
-    if name not in NETWORKS:
-        raise ConfigError("network", f"unknown network {name!r}; valid: {', '.join(NETWORKS)}")
+    factory = NETWORKS.require(name)
     if n_classes < 2:
         raise ConfigError("network", f"a classifier needs at least 2 classes, got {n_classes}")
-    return NETWORKS[name](n_classes, in_channels)
+    return factory(n_classes, in_channels)

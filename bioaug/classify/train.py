@@ -21,6 +21,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
+from ..devices import resolve_device
 from ..errors import CheckpointError, ConfigError
 from ..progress import progress_bar
 from ..provenance import atomic_path
@@ -139,10 +140,6 @@ def batch_composition(batch_size: int, extra_fraction: float, has_extra: bool) -
     return batch_size - extra, extra
 
 
-def _default_device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1] on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
@@ -216,7 +213,7 @@ def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, val_ima
     if validating:
         _check_images(val_images, np.asarray(val_labels), "validation patches")
 
-    device = _default_device(device)
+    device = resolve_device(device)
     use_amp = device.type == "cuda"
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -330,7 +327,7 @@ def precise_batch_norm(model: nn.Module, images: np.ndarray, *, batch_size: int,
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over the batches below
-    device = _default_device(device)
+    device = resolve_device(device)
     model.train()
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
@@ -347,7 +344,7 @@ def _batched(model: nn.Module, images: np.ndarray, batch_size: int, device: str 
     No images give an empty (0, width) array, the width found from one blank patch (an empty unlabelled pool,
     as at a budget that labels every training slide, is a normal case).
     """
-    device = _default_device(device)
+    device = resolve_device(device)
     model.eval()
     size = model.input_size(images.shape[1]) if isinstance(model, PatchClassifier) else images.shape[1]
     outputs = []
@@ -365,7 +362,7 @@ def _batched(model: nn.Module, images: np.ndarray, batch_size: int, device: str 
 def predict_proba(model: nn.Module, images: np.ndarray, *, batch_size: int = 256,
                   device: str | torch.device | None = None) -> np.ndarray:
     """Class probabilities (N, n_classes) for (N, H, W, 3) uint8 patches (softmax of the logits)."""
-    model.to(_default_device(device))
+    model.to(resolve_device(device))
     return _batched(model, images, batch_size, device, lambda x: torch.softmax(model(x).float(), dim=1))
 
 
@@ -381,7 +378,7 @@ def extract_features(model: nn.Module, images: np.ndarray, *, batch_size: int = 
         raise ConfigError(type(model).__name__, "network has no linear layer to take features from")
     captured: list[torch.Tensor] = []
     hook = heads[-1].register_forward_hook(lambda _module, inputs, _output: captured.append(inputs[0]))
-    model.to(_default_device(device))
+    model.to(resolve_device(device))
 
     def features(batch: torch.Tensor) -> torch.Tensor:
         captured.clear()

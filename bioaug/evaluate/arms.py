@@ -47,7 +47,7 @@ class Arm:
         return "pseudo" in self.sources
 
 
-ARMS: Registry[Arm] = Registry("arm", lambda message: ConfigError("arms", message))
+ARMS: Registry[Arm] = Registry("arm", lambda message: ConfigError("--arms", message))
 
 
 for _arm in (

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..classify.config import ClassifierConfig
 from ..classify.augmentation import RECIPES
-from ..config import build_section, option
+from ..classify.config import ClassifierConfig
+from ..config import build_section, check_choices, flag, option, section_errors
+from ..devices import DEVICES
 from ..errors import ConfigError
-from ..gan.config import DEVICES, TrainConfig
+from ..gan.config import TrainConfig
 from ..synthesis.config import AugmentConfig
 from .arms import ARMS
 from .splits import DRAW_POLICIES
@@ -45,10 +46,10 @@ class EvaluateConfig:
                                          "classifier steps for all); every arm of a budget trains the same steps")
     seeds: list[int] = option([0, 1, 2, 3, 4], "classifier seeds; every arm runs every seed on the same splits")
     arms: list[str] = option(["real", "classic", "classic+synthetic", "classic+selected", "colour"],
-                             "arms to compare (add pseudo_label with an unlabelled store)", choices=tuple(ARMS))
+                             "arms to compare (add pseudo_label with an unlabelled store)", choices=ARMS)
     classic_recipe: str = option("geometric+stain", "augmentation recipe of the classic arms (chosen on "
                                                     "training-side data by benchmarks/classifier_choice.py)",
-                                 choices=tuple(RECIPES))
+                                 choices=RECIPES)
     synthetic_fraction: float = option(0.5, "share of every training batch filled with synthetic or "
                                             "pseudo-labelled patches in the arms that use them")
     unlabelled: str | None = option(None, "unlabelled patch store of the same slides (`bioaug tile --label-by "
@@ -86,61 +87,54 @@ class EvaluateConfig:
                 setattr(self, name, build_section(type(self), name, value))
 
     def validate(self) -> None:
-        """Raise ``ConfigError`` for any value no evaluation could use, including missing stores."""
+        """Raise ``ConfigError`` naming the option's flag for any value no evaluation could use, including
+        missing stores."""
+        check_choices(self)
         if self.folds < 2:
-            raise ConfigError("folds", f"need at least 2 folds, got {self.folds}")
+            raise ConfigError(flag("folds"), f"need at least 2 folds, got {self.folds}")
         bad_folds = [k for k in self.run_folds if not 0 <= k < self.folds]
         if bad_folds:
-            raise ConfigError("run_folds", f"fold {bad_folds[0]} is not in 0..{self.folds - 1}")
+            raise ConfigError(flag("run_folds"), f"fold {bad_folds[0]} is not in 0..{self.folds - 1}")
         for name in ("budgets", "seeds", "arms", "budget_draws"):
             values = getattr(self, name)
             if not values or len(set(values)) != len(values):
-                raise ConfigError(name, f"need at least one value and no repeats, got {values}")
+                raise ConfigError(flag(name), f"need at least one value and no repeats, got {values}")
         bad_budgets = [b for b in self.budgets if not 0 < b <= 1]
         if bad_budgets:
-            raise ConfigError("budgets", f"a label budget is a fraction of training slides in (0, 1], "
-                                         f"got {bad_budgets[0]}")
+            raise ConfigError(flag("budgets"), f"a label budget is a fraction of training slides in (0, 1], "
+                                               f"got {bad_budgets[0]}")
         if any(draw < 0 for draw in self.budget_draws):
-            raise ConfigError("--budget-draws", f"draws are numbered from 0, got {self.budget_draws}")
-        if self.draw_policy not in DRAW_POLICIES:
-            raise ConfigError("--draw-policy", f"{self.draw_policy!r} is not one of {', '.join(DRAW_POLICIES)}")
+            raise ConfigError(flag("budget_draws"), f"draws are numbered from 0, got {self.budget_draws}")
         if self.budget_steps and (len(self.budget_steps) != len(self.budgets) or min(self.budget_steps) < 1):
-            raise ConfigError("--budget-steps", f"need one positive step count per budget ({len(self.budgets)} "
-                                                f"budgets), got {self.budget_steps}")
-        for arm in self.arms:
-            ARMS.require(arm)
-        if self.classic_recipe not in RECIPES:
-            raise ConfigError("classic_recipe", f"unknown recipe {self.classic_recipe!r}; valid: "
-                                                f"{', '.join(RECIPES)}")
-        if not 0 <= self.synthetic_fraction <= 1:
-            raise ConfigError("synthetic_fraction", f"must lie in [0, 1], got {self.synthetic_fraction}")
-        if not 0 <= self.pseudo_label_threshold <= 1:
-            raise ConfigError("pseudo_label_threshold", f"must lie in [0, 1], got {self.pseudo_label_threshold}")
+            raise ConfigError(flag("budget_steps"), f"need one positive step count per budget ({len(self.budgets)} "
+                                                    f"budgets), got {self.budget_steps}")
+        for name in ("synthetic_fraction", "pseudo_label_threshold"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(flag(name), f"must lie in [0, 1], got {getattr(self, name)}")
         if not 0 < self.validation_fraction < 1:
-            raise ConfigError("validation_fraction", f"must be in (0, 1), got {self.validation_fraction}")
+            raise ConfigError(flag("validation_fraction"), f"must be in (0, 1), got {self.validation_fraction}")
         if self.scheduler is not None and not self.scheduler.strip():
-            raise ConfigError("scheduler", "must not be empty")
+            raise ConfigError(flag("scheduler"), "must not be empty")
         if self.task_threads < 1:
-            raise ConfigError("task_threads", f"need at least 1 thread per task, got {self.task_threads}")
-        if self.device not in DEVICES:
-            raise ConfigError("device", f"{self.device!r} is not one of {', '.join(DEVICES)}")
-        for section in (self.classifier, self.generator, self.augment):
-            section.validate()
-        for flag, value, default, instead in (
-                ("--classifier-seed", self.classifier.seed, 0, "seeds"),
-                ("--generator-seed", self.generator.seed, 0, "split_seed"),
-                ("--augment-seed", self.augment.seed, 0, "split_seed"),
-                ("--generator-device", self.generator.device, "auto", "device"),
-                ("--augment-device", self.augment.device, "auto", "device")):
+            raise ConfigError(flag("task_threads"), f"need at least 1 thread per task, got {self.task_threads}")
+        for name in ("classifier", "generator", "augment"):
+            with section_errors(name):
+                getattr(self, name).validate()
+        for option_name, value, default, instead in (
+                ("classifier.seed", self.classifier.seed, 0, "seeds"),
+                ("generator.seed", self.generator.seed, 0, "split_seed"),
+                ("augment.seed", self.augment.seed, 0, "split_seed"),
+                ("generator.device", self.generator.device, "auto", "device"),
+                ("augment.device", self.augment.device, "auto", "device")):
             if value != default:
-                raise ConfigError(flag, f"is set by the evaluation (from {instead}); set {instead} instead of "
-                                        f"{value!r}")
+                raise ConfigError(flag(option_name), f"is set by the evaluation (from {instead}); set {instead} "
+                                                     f"instead of {value!r}")
         needs_pool = [arm for arm in self.arms if ARMS[arm].needs_pool]
         if needs_pool and not self.unlabelled:
-            raise ConfigError("unlabelled", f"arm {needs_pool[0]!r} needs an unlabelled store (unlabelled: STORE, "
-                                            "from `bioaug tile --label-by none` on the same slides)")
+            raise ConfigError(flag("unlabelled"), f"arm {needs_pool[0]!r} needs an unlabelled store (unlabelled: "
+                                                  "STORE, from `bioaug tile --label-by none` on the same slides)")
         if self.unlabelled and not (Path(self.unlabelled) / "store.json").is_file():
-            raise ConfigError("unlabelled", f"no patch store at {self.unlabelled}")
+            raise ConfigError(flag("unlabelled"), f"no patch store at {self.unlabelled}")
         for name, path in self.external.items():
             if not (Path(path) / "store.json").is_file():
                 raise ConfigError(f"external {name}", f"no patch store at {path}")

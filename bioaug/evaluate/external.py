@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..store import PatchStore
+from ..store import PatchStore, check_compatible
 from .pool import slide_hashes
 
 
@@ -44,17 +44,16 @@ def open_external(name: str, path: str | Path, store: PatchStore, pool: PatchSto
 
     Raises
     ------
+    StoreError
+        Another patch size or µm/px (:func:`~bioaug.store.check_compatible`).
     ConfigError
-        One line naming the external store: another patch size or µm/px; a class that is not a training class
-        and not mapped to one; no labelled patches; a slide shared with the labelled store or the pool (by name
-        or by file content).
+        One line naming the external store: a class that is not a training class and not mapped to one; no
+        labelled patches; a slide shared with the labelled store or the pool (by name or by file content).
     """
     source = f"external {name}"
     external = PatchStore(path)  # EvaluateConfig.validate has checked that a store is there
     external.verify(progress=False)
-    if external.patch_size != store.patch_size or not np.isclose(external.mpp, store.mpp):
-        raise ConfigError(source, f"{path} has {external.patch_size} px patches at {external.mpp:g} µm/px, the "
-                                  f"training store {store.patch_size} px at {store.mpp:g} µm/px")
+    check_compatible(external, store, classes=False)
     index = {class_name: k for k, class_name in enumerate(store.class_names)}
     mapped = {}
     for class_name in external.class_names:

@@ -13,6 +13,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
+from ..registry import Registry
+
 
 def _inputs(y_true: Sequence[int], y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y_true, y_prob = np.asarray(y_true, dtype=np.int64), np.asarray(y_prob, dtype=np.float64)
@@ -45,22 +47,24 @@ def roc_auc_ovr(y_true: Sequence[int], y_prob: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-SCALAR_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "accuracy": lambda y, p: float(accuracy_score(y, p.argmax(axis=1))),
-    "balanced_accuracy": lambda y, p: float(balanced_accuracy_score(y, p.argmax(axis=1))),
-    "macro_f1": lambda y, p: float(f1_score(y, p.argmax(axis=1), average="macro", zero_division=0)),
-    "weighted_f1": lambda y, p: float(f1_score(y, p.argmax(axis=1), average="weighted", zero_division=0)),
-    "roc_auc": roc_auc_ovr,
-}
-"""Metric name -> function of (y_true, y_prob) returning one number; the columns of every results table."""
+SCALAR_METRICS: Registry[Callable[[np.ndarray, np.ndarray], float]] = Registry("metric", ValueError)
+"""Metric name -> function of (y_true, y_prob) returning one number; the columns of every results table. Metric
+names come from code, not from options, so an unknown one is a ``ValueError``."""
+
+SCALAR_METRICS.register("accuracy", lambda y, p: float(accuracy_score(y, p.argmax(axis=1))))
+SCALAR_METRICS.register("balanced_accuracy", lambda y, p: float(balanced_accuracy_score(y, p.argmax(axis=1))))
+SCALAR_METRICS.register("macro_f1",
+                        lambda y, p: float(f1_score(y, p.argmax(axis=1), average="macro", zero_division=0)))
+SCALAR_METRICS.register("weighted_f1",
+                        lambda y, p: float(f1_score(y, p.argmax(axis=1), average="weighted", zero_division=0)))
+SCALAR_METRICS.register("roc_auc", roc_auc_ovr)
 
 
 def scalar_metric(name: str, y_true: Sequence[int], y_prob: np.ndarray) -> float:
     """One metric from ``SCALAR_METRICS`` by name."""
-    if name not in SCALAR_METRICS:
-        raise ValueError(f"unknown metric {name!r}; valid: {', '.join(SCALAR_METRICS)}")
+    metric = SCALAR_METRICS.require(name)
     with _missing_classes_allowed():
-        return SCALAR_METRICS[name](*_inputs(y_true, y_prob))
+        return metric(*_inputs(y_true, y_prob))
 
 
 def per_class_rates(y_true: Sequence[int], y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

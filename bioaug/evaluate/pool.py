@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError, StoreError
 from ..provenance import sha256_json
-from ..store import UNLABELLED, PatchStore, StoreHeader, StoreWriter, manifest_value
+from ..store import UNLABELLED, PatchStore, StoreHeader, StoreWriter, check_compatible, manifest_value
 
 
 def slide_hashes(store: PatchStore) -> dict[str, str]:
@@ -30,14 +30,14 @@ def check_pool(pool: PatchStore, store: PatchStore, source: str | Path) -> None:
 
     Raises
     ------
+    StoreError
+        Another patch size or µm/px (:func:`~bioaug.store.check_compatible`).
     ConfigError
-        One line naming ``source``: another patch size or µm/px; a slide whose file content equals a labelled
-        slide of another name (a renamed copy, which could put a test image in the pool); a slide with the same
-        name but other content; or slides the labelled store does not hold.
+        One line naming ``source``: a slide whose file content equals a labelled slide of another name (a
+        renamed copy, which could put a test image in the pool); a slide with the same name but other content;
+        or slides the labelled store does not hold.
     """
-    if pool.patch_size != store.patch_size or not np.isclose(pool.mpp, store.mpp):
-        raise ConfigError(source, f"has {pool.patch_size} px patches at {pool.mpp:g} µm/px, the labelled store "
-                                  f"{store.patch_size} px at {store.mpp:g} µm/px")
+    check_compatible(pool, store, classes=False)
     pool_hashes, labelled_hashes = slide_hashes(pool), slide_hashes(store)
     by_content = {digest: name for name, digest in labelled_hashes.items()}
     for name in sorted(set(map(str, pool.slides))):

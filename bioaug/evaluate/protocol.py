@@ -59,7 +59,7 @@ from ..errors import CheckpointError, ConfigError, StoreError
 from ..gan import train as train_gan
 from ..progress import progress_bar
 from ..provenance import atomic_path, run_record, sha256_file, sha256_json, write_json_atomic
-from ..store import PatchStore, subset_store
+from ..store import PatchStore, check_compatible, subset_store
 from ..synthesis import augment, select_synthetic
 from ..synthesis.pipeline import read_run
 from .arms import ARMS, REFERENCE_ARMS, Arm
@@ -235,9 +235,7 @@ def plan(store: PatchStore, config: EvaluateConfig, work: Path) -> list[Cell]:
                 "role": "unlabelled pool"})
             check_pool_leakage(cell.pool, test_slides, cell.test_hashes, directory / "pool-store")
         if cell.ready is not None:
-            if cell.ready.class_names != store.class_names:
-                raise ConfigError(f"synthetic {ready}", f"has classes {cell.ready.class_names}, the store "
-                                                        f"{store.class_names}")
+            check_compatible(cell.ready, store)
             if "training_slides" not in cell.ready.header.provenance:
                 raise CheckpointError(ready, "records no generator training slides: cannot rule out that "
                                              "its generator saw test slides")

@@ -69,7 +69,7 @@ def validation_split(labels: Sequence[int], groups: Sequence[object], train_indi
     """
     labels, groups = _validated(labels, groups)
     if not 0 < fraction < 1:
-        raise ConfigError("validation fraction", f"must be in (0, 1), got {fraction}")
+        raise ConfigError("--validation-fraction", f"must be in (0, 1), got {fraction}")
     train_indices = np.asarray(train_indices, dtype=np.int64)
     n_groups = len(set(groups[train_indices]))
     if n_groups < 2:
@@ -127,7 +127,7 @@ class Splits:
         labels, groups = _validated(labels, groups)
         names = sorted({str(group) for group in groups})
         if not 2 <= folds <= len(names):
-            raise ConfigError("folds", f"need 2 <= folds <= number of slides/groups ({len(names)}), got {folds}")
+            raise ConfigError("--folds", f"need 2 <= folds <= number of slides/groups ({len(names)}), got {folds}")
         rank = np.random.default_rng(seed).permutation(len(names))
         fold_of = {name: int(position % folds) for name, position in zip(names, rank)}
         classes: dict[str, set[int]] = {}
@@ -147,7 +147,7 @@ class Splits:
     def budget_groups(self, fold: int, draw: int, fraction: float) -> list[str]:
         """The first ``max(1, round(fraction * G))`` of the fold's ``G`` training groups in draw ``draw``'s order."""
         if not 0 < fraction <= 1:
-            raise ConfigError("budget", f"a label budget is a fraction of training slides in (0, 1], got {fraction}")
+            raise ConfigError("--budgets", f"a label budget is a fraction of training slides in (0, 1], got {fraction}")
         order = self.orders[fold][draw]
         return order[:max(1, round(fraction * len(order)))]
 

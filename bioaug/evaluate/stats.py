@@ -40,6 +40,15 @@ def _finite(values: Sequence[float]) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
+def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The central ``confidence`` interval of bootstrap ``values`` (NaN draws left out)."""
+    values = _finite(values)
+    if not len(values):
+        return float("nan"), float("nan")
+    tail = 100 * (1 - confidence) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
 def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
                  statistic: Callable[..., np.ndarray] = np.mean) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic`` (called with ``axis=1``) over resampled ``values``.
@@ -50,9 +59,7 @@ def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, n_resampl
     if not len(values):
         return float("nan"), float("nan")
     draws = np.random.default_rng(seed).integers(0, len(values), size=(n_resamples, len(values)))
-    estimates = statistic(values[draws], axis=1)
-    tail = 100 * (1 - confidence) / 2
-    return float(np.percentile(estimates, tail)), float(np.percentile(estimates, 100 - tail))
+    return percentile_interval(statistic(values[draws], axis=1), confidence)
 
 
 def bootstrap_metric_ci(metric: str, y_true: Sequence[int], y_prob: np.ndarray, *,
@@ -75,11 +82,7 @@ def bootstrap_metric_ci(metric: str, y_true: Sequence[int], y_prob: np.ndarray, 
     for _ in range(n_resamples if members else 0):
         draw = np.concatenate([members[k] for k in rng.integers(0, len(members), size=len(members))])
         estimates.append(scalar_metric(metric, y_true[draw], y_prob[draw]))
-    estimates = _finite(estimates)
-    if not len(estimates):
-        return float("nan"), float("nan")
-    tail = 100 * (1 - confidence) / 2
-    return float(np.percentile(estimates, tail)), float(np.percentile(estimates, 100 - tail))
+    return percentile_interval(np.asarray(estimates), confidence)
 
 
 def summarize(values: Sequence[float], *, confidence: float = 0.95, n_resamples: int = 2000,
@@ -155,15 +158,6 @@ def image_bootstrap(runs: Mapping[Hashable, Mapping[str, Any]], metric: str, *, 
         resampled = np.einsum("bg,gkl->bkl", weights[test_set], matrices)
         values[key] = metric_from_confusion(metric, resampled, row.get("classes"))
     return values
-
-
-def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """The central ``confidence`` interval of bootstrap ``values`` (NaN draws left out)."""
-    values = _finite(values)
-    if not len(values):
-        return float("nan"), float("nan")
-    tail = 100 * (1 - confidence) / 2
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
 def minimum_detectable_difference(differences: Sequence[float], *, alpha: float = 0.05,

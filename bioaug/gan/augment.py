@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
+from ..registry import load_target
+from .config import DIFF_AUGMENTATIONS, TrainConfig
 
 #: Optical densities of haematoxylin, eosin and DAB (Ruifrok & Johnston 2001), the matrix
 #: ``skimage.color.rgb2hed`` inverts: optical density (row) = stain concentrations (row) @ this.
@@ -93,13 +94,9 @@ def cutout(images: torch.Tensor, p: float) -> torch.Tensor:
     return torch.where(_chosen(images, p) & box, torch.zeros_like(images), images)
 
 
-#: Operations by name, in the order they are applied (stain first: it models the slide, the rest the view).
-OPERATIONS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
-    "stain": stain, "color": color, "translation": translation, "cutout": cutout}
-
-
 def augment(images: torch.Tensor, p: float, operations: Sequence[str]) -> torch.Tensor:
-    """Apply the named operations, each to each image with probability ``p``; ``p == 0`` returns ``images``.
+    """Apply the named operations (of ``DIFF_AUGMENTATIONS``, in its order), each to each image with probability
+    ``p``; ``p == 0`` returns ``images``.
 
     Runs in float32 even inside a bf16 autocast region: the stain model's logarithms and exponentials, and
     whole-pixel shifts, need the precision, and cost little next to the networks.
@@ -108,9 +105,9 @@ def augment(images: torch.Tensor, p: float, operations: Sequence[str]) -> torch.
         return images
     with torch.autocast(images.device.type, enabled=False):
         images = images.float()
-        for name, operation in OPERATIONS.items():
+        for name, target in DIFF_AUGMENTATIONS.items():
             if name in operations:
-                images = operation(images, p)
+                images = load_target(target)(images, p)
     return images
 
 

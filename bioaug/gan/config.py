@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from ..config import option
-from ..errors import ConfigError
-from .presets import PRESETS, SIZED_OPTIONS, get_preset
 
-AUGMENTATIONS = ("color", "translation", "cutout", "stain")
-DEVICES = ("auto", "cpu", "cuda")
+from ..config import check_choices, flag, option
+from ..devices import DEVICES
+from ..errors import ConfigError
+from ..registry import Registry
+from .presets import PRESETS, SIZED_OPTIONS
+
+DIFF_AUGMENTATIONS: Registry[str] = Registry("discriminator augmentation",
+                                             lambda message: ConfigError("--augment", message))
+"""The differentiable augmentations of the images the discriminator sees, by name, in the order they are
+applied, each as the ``"module:function"`` target of a function ``(images, p) -> images`` (see
+:mod:`bioaug.gan.augment`): named here, and imported with torch only when training, so that configs stay light.
+"""
+# stain first: it models the slide, the others the view of it
+for _name in ("stain", "color", "translation", "cutout"):
+    DIFF_AUGMENTATIONS.register(_name, f"bioaug.gan.augment:{_name}")
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 UNLABELLED_USES = ("ignore", "discriminator")
@@ -44,8 +55,8 @@ class TrainConfig:
     budget_clock: str = option("wall", "what --time-budget counts: 'wall' seconds, or 'cpu' seconds of this "
                                        "process over all its threads (fair between runs sharing a machine)",
                                choices=BUDGET_CLOCKS)
-    preset: str = option("plain", f"generator and discriminator networks by name: {', '.join(PRESETS)} "
-                                  "(see bioaug.gan.presets)")
+    preset: str = option("plain", "generator and discriminator networks by name (see bioaug.gan.presets)",
+                         choices=PRESETS)
     batch_size: int | None = option(None, "global batch of real patches per step, split over torchrun ranks "
                                           "(None: by patch size, 64 up to 64 px, 32 at 128 px)")
     z_dim: int = option(128, "latent dimension of the generator")
@@ -74,8 +85,8 @@ class TrainConfig:
                                          "keeps the training generator's (None: by preset, standing for "
                                          "plain, training for the others)",
                                    choices=EMA_STATS, resumable=True)
-    augment: list[str] = option(list(AUGMENTATIONS), "differentiable augmentations applied to every image the "
-                                                     "discriminator sees", choices=AUGMENTATIONS)
+    augment: list[str] = option(["color", "translation", "cutout", "stain"], "differentiable augmentations "
+                                "applied to every image the discriminator sees", choices=DIFF_AUGMENTATIONS)
     augment_p: float = option(0.0, "probability of each augmentation per image: start value with --ada, "
                                    "else fixed")
     ada: bool = option(True, "adapt the augmentation probability to discriminator overfitting (as ADA)")
@@ -95,64 +106,56 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the networks (worth it for long GPU runs)", resumable=True)
 
     def validate(self) -> None:
-        """Raise ``ConfigError`` on a value no run could use."""
+        """Raise ``ConfigError`` naming the option's flag on a value no run could use."""
+        check_choices(self)
         positive = ("steps", "d_steps", "batch_size", "z_dim", "channels", "max_channels", "ada_interval",
                     "snapshot_every", "checkpoint_every", "log_every", "grid_columns")
         for name in positive:
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError("config", f"option {name!r} must be at least 1, got {value}")
+                raise ConfigError(flag(name), f"must be at least 1, got {value}")
         for name in ("lr_g", "lr_d", "ada_kimg"):
             if getattr(self, name) <= 0:
-                raise ConfigError("config", f"option {name!r} must be positive, got {getattr(self, name)}")
+                raise ConfigError(flag(name), f"must be positive, got {getattr(self, name)}")
         if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
-            raise ConfigError("config", f"option 'betas' needs two values in [0, 1), got {self.betas}")
-        if self.time_budget < 0 or (self.lecam or 0) < 0:
-            raise ConfigError("config", "options 'time_budget' and 'lecam' must be at least 0, got "
-                                        f"{self.time_budget} and {self.lecam}")
+            raise ConfigError(flag("betas"), f"needs two values in [0, 1), got {self.betas}")
+        for name in ("time_budget", "lecam"):
+            if (getattr(self, name) or 0) < 0:
+                raise ConfigError(flag(name), f"must be at least 0, got {getattr(self, name)}")
         if not 0 <= self.unlabelled_fraction < 1:
-            raise ConfigError("config", f"option 'unlabelled_fraction' must lie in [0, 1), got "
-                                        f"{self.unlabelled_fraction}")
-        get_preset(self.preset)
+            raise ConfigError(flag("unlabelled_fraction"), f"must lie in [0, 1), got {self.unlabelled_fraction}")
         for name in ("augment_p", "ema_decay", "lecam_decay"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError("config", f"option {name!r} must lie in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(flag(name), f"must lie in [0, 1], got {getattr(self, name)}")
         if not 0 < self.ada_target < 1:
-            raise ConfigError("config", f"option 'ada_target' must lie in (0, 1), got {self.ada_target}")
-        for name, valid in (("device", DEVICES), ("precision", PRECISIONS), ("unlabelled", UNLABELLED_USES),
-                            ("budget_clock", BUDGET_CLOCKS), ("ema_stats", (*EMA_STATS, None))):
-            if getattr(self, name) not in valid:
-                raise ConfigError("config", f"option {name!r}: {getattr(self, name)!r} is not one of "
-                                            f"{', '.join(valid)}")
-        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
-        if unknown:
-            raise ConfigError("config", f"option 'augment': {unknown[0]!r} is not one of {', '.join(AUGMENTATIONS)}")
+            raise ConfigError(flag("ada_target"), f"must lie in (0, 1), got {self.ada_target}")
 
     def resolve(self, patch_size: int) -> "TrainConfig":
         """A copy with the size-dependent defaults filled in for ``patch_size``.
 
-        Raises ``ConfigError`` for an unknown preset, when the networks cannot be built for that size (it must
-        be 4 * 2**n, at least 16 or the preset's ``min_patch_size``) or when the preset has no defaults for it
-        and the size-dependent options were left unset.
+        Raises ``ConfigError`` for a value no run could use (:meth:`validate`), when the networks cannot be built
+        for that size (it must be 4 * 2**n, at least 16 or the preset's ``min_patch_size``) or when the preset
+        has no defaults for it and the size-dependent options were left unset. The preset's name is looked up
+        here, once: what it fills in comes from its own tables, which are not checked again.
         """
-        preset = get_preset(self.preset)
+        self.validate()
+        preset = PRESETS.require(self.preset)
         defaults = preset.size_defaults
         smallest = max(MIN_PATCH_SIZE, preset.min_patch_size)
         if not trainable_patch_size(patch_size) or patch_size < smallest:
-            raise ConfigError("config", f"no architecture for {patch_size} px patches: the {self.preset} preset "
-                                        f"needs 4 * 2**n pixels, at least {smallest} (defaults exist for "
-                                        f"{', '.join(map(str, defaults))})")
+            raise ConfigError(flag("preset"), f"no architecture for {patch_size} px patches: the {self.preset} "
+                                              f"preset needs 4 * 2**n pixels, at least {smallest} (defaults exist "
+                                              f"for {', '.join(map(str, defaults))})")
         missing = [name for name in SIZED_OPTIONS if getattr(self, name) is None]
         if missing and patch_size not in defaults:
-            raise ConfigError("config", f"no default architecture for {patch_size} px patches (defaults exist for "
-                                        f"{', '.join(map(str, defaults))}); set "
-                                        f"{', '.join(name.replace('_', '-') for name in missing)}")
+            raise ConfigError(flag("preset"), f"no default architecture for {patch_size} px patches (defaults "
+                                              f"exist for {', '.join(map(str, defaults))}); set "
+                                              f"{', '.join(flag(name) for name in missing)}")
         resolved = dataclasses.replace(self, **{name: defaults[patch_size][name] for name in missing})
         if resolved.ema_stats is None:
             resolved.ema_stats = preset.ema_stats
         if resolved.lecam is None:
             resolved.lecam = preset.lecam
-        resolved.validate()
         return resolved
 
     def fixed_fields(self) -> list[str]:

@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 
 from .. import errors
-from ..errors import BioaugError, ConfigError
+from ..devices import resolve_device
+from ..errors import BioaugError
 
 T = TypeVar("T")
 
@@ -77,9 +78,8 @@ class Context:
 
 
 def _device(choice: str, local_rank: int) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config", "device 'cuda' was asked for but torch sees no CUDA device")
-    if choice == "cpu" or not torch.cuda.is_available():
+    """The device ``choice`` resolves to; on CUDA, the GPU of this node's ``local_rank`` (round-robin)."""
+    if resolve_device(choice).type != "cuda":
         return torch.device("cpu")
     index = local_rank % torch.cuda.device_count()
     torch.cuda.set_device(index)

@@ -16,12 +16,11 @@ rows (the reals) that the trainer adds to the discriminator's (see :mod:`bioaug.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, load_target
 
 #: Per patch size: channels at full resolution (doubled at every halving, up to ``max_channels``) and the
 #: global batch. With the plain networks at 32 px this is a 1.5M-parameter generator of about 0.1 GFLOP per
@@ -53,21 +52,16 @@ class Preset:
     #: The smallest patch the networks can be built for (4 * 2**n pixels, and never below 16).
     min_patch_size: int = 16
 
-    def _load(self, target: str) -> Any:
-        module, _, name = target.partition(":")
-        return getattr(importlib.import_module(module), name)
-
     def generator_class(self) -> Any:
         """The generator class (imports its module, and torch, on first use)."""
-        return self._load(self.generator)
+        return load_target(self.generator)
 
     def discriminator_class(self) -> Any:
         """The discriminator class."""
-        return self._load(self.discriminator)
+        return load_target(self.discriminator)
 
 
-PRESETS: Registry[Preset] = Registry("generator", lambda message: ConfigError("config", f"option 'preset': "
-                                                                                       f"{message}"))
+PRESETS: Registry[Preset] = Registry("generator", lambda message: ConfigError("--preset", message))
 
 
 def register_preset(preset: Preset) -> Preset:

@@ -97,8 +97,8 @@ def train(store: PatchStore | str | Path, out: str | Path, config: TrainConfig |
         raise OutputError(out, "is a patch store; a training run needs a directory of its own")
     with distributed(config.device) as context, ExitStack() as stack:
         if config.batch_size % context.world_size:
-            raise ConfigError("config", f"batch_size {config.batch_size} does not split over "
-                                        f"{context.world_size} ranks")
+            raise ConfigError("--batch-size", f"batch_size {config.batch_size} does not split over "
+                                              f"{context.world_size} ranks")
         context.from_main(lambda: stack.enter_context(writer_lock(out)))  # rank 0 writes, and holds the lock
         context.from_main(lambda: store.verify(progress=progress))  # the store hash a run records must be true
         state = context.from_main(lambda: _open_run(out, store, config, new))
@@ -172,8 +172,8 @@ class Trainer:
         else:
             supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         if self.config.precision == "bf16" and not supported:
-            raise ConfigError("config", f"precision 'bf16' needs a device with bf16 support, which {self.device} "
-                                        f"lacks here")
+            raise ConfigError("--precision", f"precision 'bf16' needs a device with bf16 support, which "
+                                             f"{self.device} lacks here")
         if self.device.type == "cuda":
             return supported and self.config.precision != "fp32"
         return self.config.precision == "bf16"

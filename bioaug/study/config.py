@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import option
+from ..config import flag, option
 from ..errors import ConfigError
 
 MAX_ZOOM = 32
@@ -32,11 +32,12 @@ class StudyConfig:
     title: str = option("Which of these are real?", "heading of the page")
 
     def validate(self) -> None:
-        """Raise ``ConfigError`` on a value no study could use, before any store is read."""
+        """Raise ``ConfigError`` naming the option's flag on a value no study could use, before any store is
+        read."""
         if self.n < 2 or self.n % 2:
-            raise ConfigError("config", f"option 'n' must be an even number of at least 2 (half real, half "
-                                        f"synthetic), got {self.n}")
+            raise ConfigError(flag("n"), f"must be an even number of at least 2 (half real, half synthetic), got "
+                                         f"{self.n}")
         if not 1 <= self.zoom <= MAX_ZOOM:
-            raise ConfigError("config", f"option 'zoom' must lie in 1-{MAX_ZOOM}, got {self.zoom}")
+            raise ConfigError(flag("zoom"), f"must lie in 1-{MAX_ZOOM}, got {self.zoom}")
         if not self.title.strip():
-            raise ConfigError("config", "option 'title' must not be empty")
+            raise ConfigError(flag("title"), "must not be empty")

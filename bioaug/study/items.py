@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..store import PatchStore
+from ..store import PatchStore, check_compatible
 from ..errors import StoreError
 from .config import StudyConfig
 
@@ -31,12 +31,7 @@ def check_stores(real: PatchStore, synthetic: PatchStore) -> None:
         if store.header.kind != kind:
             raise StoreError(store.path, f"is a store of kind {store.header.kind!r}; the study needs a {kind} "
                                          f"store here")
-    if real.patch_size != synthetic.patch_size:
-        raise StoreError(synthetic.path, f"holds {synthetic.patch_size} px patches but {real.path} holds "
-                                         f"{real.patch_size} px ones: readers would tell them apart by size")
-    if real.mpp != synthetic.mpp:
-        raise StoreError(synthetic.path, f"is at {synthetic.mpp:g} µm/px but {real.path} at {real.mpp:g}: readers "
-                                         f"would tell them apart by scale")
+    check_compatible(synthetic, real, classes=False, why="readers would tell real from synthetic by it")
 
 
 def shared_classes(real: PatchStore, synthetic: PatchStore) -> list[str]:

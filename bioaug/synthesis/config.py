@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import option
+from ..classify.networks import NETWORKS
+from ..config import check_choices, flag, option
+from ..devices import DEVICES
 from ..errors import ConfigError
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -35,7 +35,8 @@ class AugmentConfig:
     min_confidence: float = option(0.8, "selection: minimum classifier probability of the intended class")
     feature_quantile: float = option(0.95, "selection: keep samples whose feature distance to their class's real "
                                            "patches is within this quantile of the real patches' own distances")
-    classifier: str = option("resnet10-w0.5", "network of the selection/audit classifier (a bioaug.classify name)")
+    classifier: str = option("resnet10-w0.5", "network of the selection/audit classifier (a bioaug.classify name)",
+                             choices=NETWORKS)
     classifier_steps: int = option(400, "optimiser steps of the selection/audit classifier (trained once per real "
                                         "store and cached in the run directory)")
     audit: bool = option(True, "memorisation audit: nearest real patch of every sample, near-copy flags, "
@@ -46,29 +47,28 @@ class AugmentConfig:
     sheets: bool = option(True, "latent-space sheets: walks, class interpolation, latent arithmetic")
 
     def validate(self) -> None:
-        """Raise ``ConfigError`` on a value no run could use (before anything is generated or written)."""
+        """Raise ``ConfigError`` naming the option's flag on a value no run could use (before anything is
+        generated or written)."""
+        check_choices(self)
         if (self.per_class is None) == (self.balance_to is None):
-            raise ConfigError("config", "give exactly one of per_class (samples per class) and balance_to "
-                                        "(target count per class)")
+            raise ConfigError(flag("per_class"), "give exactly one of per_class (samples per class) and "
+                                                 "balance_to (target count per class)")
         if self.per_class is not None and self.per_class < 1:
-            raise ConfigError("config", f"option 'per_class' must be at least 1, got {self.per_class}")
+            raise ConfigError(flag("per_class"), f"must be at least 1, got {self.per_class}")
         if self.balance_to is not None and self.balance_to < 0:
-            raise ConfigError("config", f"option 'balance_to' must be 0 (largest class) or positive, got "
-                                        f"{self.balance_to}")
+            raise ConfigError(flag("balance_to"), f"must be 0 (largest class) or positive, got {self.balance_to}")
         if self.truncation is not None and not 0 < self.truncation <= 1:
-            raise ConfigError("config", f"option 'truncation' must lie in (0, 1], got {self.truncation}")
+            raise ConfigError(flag("truncation"), f"must lie in (0, 1], got {self.truncation}")
         for name in ("batch_size", "classifier_steps"):
             if getattr(self, name) < 1:
-                raise ConfigError("config", f"option {name!r} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(flag(name), f"must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.min_confidence <= 1:
-            raise ConfigError("config", f"option 'min_confidence' must lie in [0, 1], got {self.min_confidence}")
+            raise ConfigError(flag("min_confidence"), f"must lie in [0, 1], got {self.min_confidence}")
         for name in ("feature_quantile", "copy_ratio"):
             if not 0 < getattr(self, name) <= 1:
-                raise ConfigError("config", f"option {name!r} must lie in (0, 1], got {getattr(self, name)}")
-        if self.device not in DEVICES:
-            raise ConfigError("config", f"option 'device': {self.device!r} is not one of {', '.join(DEVICES)}")
+                raise ConfigError(flag(name), f"must lie in (0, 1], got {getattr(self, name)}")
         if len(set(self.classes)) != len(self.classes):
-            raise ConfigError("config", f"option 'classes' names a class twice: {self.classes}")
+            raise ConfigError(flag("classes"), f"names a class twice: {self.classes}")
 
     def check_classes(self, class_names: list[str], source: str) -> list[int]:
         """Indices of the chosen classes among ``class_names`` (all when none were chosen).

@@ -34,7 +34,7 @@ from ..errors import CheckpointError, ConfigError, StoreError
 from ..locks import has_entries, writer_lock
 from ..progress import progress_bar
 from ..provenance import run_record, sha256_json, write_json_atomic
-from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter
+from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter, check_compatible
 from .config import AugmentConfig
 from .records import class_tally, write_csv_atomic
 from .selection import SCORER_CACHE, SELECTION_COLUMNS, Scorer, fit_reference, judge, selection_rows, train_scorer
@@ -78,18 +78,13 @@ def open_real_store(real: str | Path | PatchStore | None, record: dict[str, Any]
                                                     f"{str(inputs.get('store_sha256'))[:12]}); pass real=STORE")
     else:
         store = real if isinstance(real, PatchStore) else PatchStore(real)
-    if store.class_names != synth.class_names:
-        raise CheckpointError(synth.checkpoint, f"trained on classes {synth.class_names} but {store.path} has "
-                                                f"{store.class_names}")
-    if store.patch_size != synth.patch_size:
-        raise CheckpointError(synth.checkpoint, f"makes {synth.patch_size} px patches but {store.path} has "
-                                                f"{store.patch_size} px")
+    check_compatible(store, synth)
     return store
 
 
 def plan_counts(config: AugmentConfig, class_names: list[str], real_counts: np.ndarray) -> dict[str, int]:
     """Synthetic patches to generate per class: ``per_class``, or what balancing to ``balance_to`` needs."""
-    chosen = config.check_classes(class_names, "classes")
+    chosen = config.check_classes(class_names, "--classes")
     if config.per_class is not None:
         return {class_names[c]: config.per_class for c in chosen}
     target = config.balance_to or int(real_counts.max())

@@ -22,10 +22,9 @@ from sklearn.neighbors import NearestNeighbors
 from ..classify import (ClassifierConfig, extract_features, load_classifier, predict_proba, save_classifier,
                         state_dict_sha256, train_classifier)
 from ..config import config_to_dict
-from ..errors import StoreError
 from ..progress import progress_bar
 from ..provenance import sha256_json, write_json_atomic
-from ..store import PatchStore, subset_store
+from ..store import PatchStore, check_compatible, subset_store
 from .config import AugmentConfig
 from .records import class_tally, write_csv_atomic
 
@@ -160,11 +159,9 @@ def select_synthetic(synthetic: PatchStore, real: PatchStore, out: str | Path, c
     ``real`` provides the classifier's training patches (unless ``scorer`` is given) and the class reference.
     Beside the new store's files go ``selection.csv`` (every sample: latent index, class, confidence, feature
     distance, kept, reason) and ``selection.json`` (per-class generated/kept counts and rejection reasons).
-    Raises ``StoreError`` when the two stores' classes differ.
+    Raises ``StoreError`` when the two stores' patch sizes, µm/px or classes differ.
     """
-    if synthetic.class_names != real.class_names:
-        raise StoreError(synthetic.path, f"has classes {synthetic.class_names} but the real store {real.path} has "
-                                         f"{real.class_names}")
+    check_compatible(synthetic, real)
     config.validate()
     classifier: dict[str, Any] = {"network": "injected scorer"}
     if scorer is None:

@@ -15,21 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..devices import resolve_device
+from ..errors import CheckpointError
 from ..gan.sampling import load_generator, run_in_chunks
 from ..provenance import sha256_file
 
 LATENT_BLOCK = 1024
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is a one-line error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "cuda was asked for but no CUDA device is available")
-    return torch.device(device)
 
 
 class Synthesizer:
@@ -66,6 +58,16 @@ class Synthesizer:
     @property
     def patch_size(self) -> int:
         return int(self.meta["patch_size"])
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint, which names the generator in messages (as a store's path names the store)."""
+        return self.checkpoint
+
+    @property
+    def mpp(self) -> None:
+        """Not known: a generator's patches take the µm/px of the store they join."""
+        return None
 
     @property
     def z_dim(self) -> int:
