@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError
+from ..gan.run import RunDirectory
 from ..gan.sampling import load_generator, run_in_chunks
 from ..provenance import sha256_file
 
 LATENT_BLOCK = 1024
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -54,8 +54,7 @@ class Synthesizer:
 
         Raises ``CheckpointError`` for a missing or damaged checkpoint.
         """
-        path = Path(path)
-        checkpoint = path / CHECKPOINT_NAME if path.is_dir() else path
+        checkpoint = RunDirectory.of(path).checkpoint
         generator, meta = load_generator(checkpoint, resolve_device(device))
         return cls(generator, meta, checkpoint, sha256_file(checkpoint))
 
