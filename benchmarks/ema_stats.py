@@ -41,12 +41,13 @@ def _generator_choice():
 
 def sampling_generators(run: Path, batches: int, seed: int) -> dict[str, Any]:
     """The run's EMA generator with each kind of batch-norm statistics, by name."""
-    from bioaug.gan import load_checkpoint, load_generator
+    from bioaug.gan import load_generator
     from bioaug.gan.ema import standing_statistics
+    from bioaug.gan.run import RunDirectory
 
-    checkpoint = run / "checkpoint.pt"
-    ema, meta = load_generator(checkpoint)
-    trained = load_checkpoint(checkpoint)["generator"]
+    run_dir = RunDirectory(run)
+    ema, meta = load_generator(run_dir.checkpoint)
+    trained = run_dir.load_checkpoint()["generator"]
     buffers = {name: tensor for name, tensor in trained.items()
                if name.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     training = ema
@@ -94,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from bioaug.gan.run import RunDirectory
     from bioaug.gan.sampling import generate
     from bioaug.gan.trainer import STANDING_BATCHES
-    from bioaug.provenance import run_record, sha256_file
+    from bioaug.provenance import run_record
     from bioaug.store import PatchStore
 
     choice = _generator_choice()
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference_sha256": reference.content_hash, "class_names": names, "n_real": int(len(real["labels"])),
         "classifier": real["classifier"], "batches": batches, "seed": args.seed,
         "provenance": run_record({key: str(value) for key, value in vars(args).items()},
-                                 inputs={str(run): sha256_file(run / "checkpoint.pt") for run in args.runs}),
+                                 inputs={str(run): RunDirectory(run).checkpoint_sha256() for run in args.runs}),
         "rows": []}
     panels = [("real", [real["images"][real["labels"] == k][:choice.GRID_COLUMNS] for k in range(len(names))])]
     for run in args.runs:

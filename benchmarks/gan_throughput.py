@@ -156,11 +156,12 @@ def _trainer(store, config, steps: int, warmup: int, run: Path) -> tuple[float, 
     import dataclasses
 
     from bioaug.gan import train
+    from bioaug.gan.run import RunDirectory
 
     config = dataclasses.replace(config, steps=warmup + steps, log_every=warmup, snapshot_every=warmup + steps,
                                  checkpoint_every=warmup + steps)
     train(store, run, config, progress=False)
-    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    lines = RunDirectory(run).read_log()
     logged = [line for line in lines if "images_per_s" in line]
     images = [(line["step"] - previous["step"]) * config.batch_size for previous, line in zip(logged, logged[1:])]
     rates = []

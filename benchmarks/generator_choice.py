@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import resource
 import sys
 import time
@@ -175,7 +174,8 @@ def train_variant(variant: Variant, store, work: Path, args: argparse.Namespace)
     import torch
 
     from bioaug.config import build_config
-    from bioaug.gan import TrainConfig, load_checkpoint, train
+    from bioaug.gan import TrainConfig, train
+    from bioaug.gan.run import RunDirectory
 
     torch.set_num_threads(args.threads)  # again: a worker process starts with torch's default
 
@@ -187,8 +187,8 @@ def train_variant(variant: Variant, store, work: Path, args: argparse.Namespace)
     cpu_before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
     wall_before = time.perf_counter()
     run = train(store, work / "runs" / variant.name, config, progress=not (args.quiet or args.jobs > 1))
-    state = load_checkpoint(run / "checkpoint.pt")
-    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    run_dir = RunDirectory(run)
+    state, lines = run_dir.load_checkpoint(), run_dir.read_log()
     rates = [line["images_per_s"] for line in lines if "images_per_s" in line]
     return run, {"steps": int(state["step"]), "train_seconds": round(float(state["train_seconds"]), 1),
                  "this_call_wall_s": round(time.perf_counter() - wall_before, 1),

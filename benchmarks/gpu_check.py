@@ -58,7 +58,8 @@ def cmd_resume(args: argparse.Namespace) -> dict:
 def _resume(args: argparse.Namespace, preset: str) -> dict:
     import torch
 
-    from bioaug.gan import TrainConfig, load_checkpoint, train
+    from bioaug.gan import TrainConfig, train
+    from bioaug.gan.run import RunDirectory
 
     base = dict(preset=preset, device=args.device, snapshot_every=10 ** 9, log_every=max(1, args.steps // 4),
                 checkpoint_every=10 ** 9, seed=0)
@@ -73,7 +74,7 @@ def _resume(args: argparse.Namespace, preset: str) -> dict:
     half = train(args.store, work / f"{preset}-resumed", TrainConfig(steps=args.steps // 2, **base), new=True,
                  progress=False)
     train(args.store, half, TrainConfig(steps=args.steps, **base), progress=False)
-    states = {name: load_checkpoint(run / "checkpoint.pt") for name, run in {**runs, "resumed": half}.items()}
+    states = {name: RunDirectory(run).load_checkpoint() for name, run in {**runs, "resumed": half}.items()}
     floor = _max_difference(states["straight"], states["straight-again"])
     resumed = _max_difference(states["straight"], states["resumed"])
     on_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -93,11 +94,11 @@ def _resume(args: argparse.Namespace, preset: str) -> dict:
 def cmd_ddp_verify(args: argparse.Namespace) -> dict:
     import math
 
-    from bioaug.gan import load_checkpoint
+    from bioaug.gan.run import RunDirectory
 
-    run = Path(args.run)
-    state = load_checkpoint(run / "checkpoint.pt")
-    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    run = RunDirectory(args.run)
+    state = run.load_checkpoint()
+    lines = run.read_log()
     losses = [line["loss_d"] for line in lines if "loss_d" in line]
     problems = []
     if state["step"] != args.steps:

@@ -61,6 +61,7 @@ def cmd_tile(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .gan import TrainConfig, train
+    from .gan.run import RunDirectory
     from .store import PatchStore
 
     store = PatchStore(args.store)
@@ -70,7 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     run = train(store, args.out, config, new=args.new, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"{run}: checkpoint {run / 'checkpoint.pt'}, sample grids in {run / 'samples'}")
+        run_dir = RunDirectory(run)
+        print(f"{run}: checkpoint {run_dir.checkpoint}, sample grids in {run_dir.samples_dir}")
     return 0
 
 
@@ -181,6 +183,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .evaluate.config import EvaluateConfig
     from .gan.config import TrainConfig
+    from .gan.run import CHECKPOINT_NAME
     from .study.config import StudyConfig
     from .synthesis.config import AugmentConfig
     from .tile import TileConfig
@@ -204,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a class-conditional GAN on a patch store",
                                 description="Train a class-conditional GAN (projection discriminator, hinge "
                                 "loss, EMA generator, adaptive differentiable augmentation) on a store's "
-                                "labelled patches. Resumes from RUN/checkpoint.pt unless --new. Runs under "
+                                f"labelled patches. Resumes from RUN/{CHECKPOINT_NAME} unless --new. Runs under "
                                 "torchrun for several GPUs or nodes.")
     train.add_argument("store", metavar="STORE", help="patch store written by `bioaug tile`")
     train.add_argument("--out", required=True, metavar="RUN", help="run directory (checkpoint, log, grids)")

@@ -21,6 +21,7 @@ from bioaug.gan.config import DIFF_AUGMENTATIONS
 from bioaug.gan.data import ClassBalancedSampler
 from bioaug.gan.grids import PAD, cell_size
 from bioaug.gan.networks import Discriminator, Generator
+from bioaug.gan.run import RunDirectory
 from bioaug.store import StoreHeader, StoreWriter
 from conftest import make_disc_store
 
@@ -145,6 +146,14 @@ def test_a_few_steps_write_checkpoint_log_and_grids(disc_store, tmp_path):
     assert record["inputs"]["store_sha256"] == disc_store.content_hash
     assert record["class_names"] == ["small", "large", "pale"] and record["patch_size"] == 32
     assert record["config"]["seed"] == 0 and "torch" in record["versions"]
+
+    # the layout's owner reads the same files, the run given by its directory or by its checkpoint
+    directory = RunDirectory.of(run / "checkpoint.pt")
+    assert directory.path == run and RunDirectory.of(run).checkpoint == run / "checkpoint.pt"
+    assert directory.read_record() == record and directory.read_log() == lines
+    assert directory.sample_grid(4) == run / "samples" / "step-000004.png"
+    assert directory.training_store() == (str(disc_store.path.resolve()), disc_store.content_hash)
+    assert directory.load_checkpoint()["step"] == 4
 
 
 def test_killed_and_resumed_run_ends_with_identical_weights(disc_store, tmp_path):

@@ -57,11 +57,11 @@ from ..cluster import connect
 from ..config import config_to_dict
 from ..errors import CheckpointError, ConfigError, StoreError
 from ..gan import train as train_gan
+from ..gan.run import CONFIG_NAME, RunDirectory
 from ..progress import progress_bar
 from ..provenance import atomic_path, run_record, sha256_file, sha256_json, write_json_atomic
 from ..store import PatchStore, check_compatible, subset_store
 from ..synthesis import augment, select_synthetic
-from ..synthesis.pipeline import read_run
 from .arms import ARMS, REFERENCE_ARMS, Arm
 from .baselines import colour_baseline
 from .config import EvaluateConfig
@@ -175,10 +175,10 @@ def _check_generator(slides: set[str], cell: Cell, source: Path) -> None:
 
 def _gan_slides(run: Path) -> set[str]:
     """The slides a GAN run was trained on, from its recorded store after checking that store's content hash."""
-    inputs = read_run(run)[2].get("inputs", {})
-    if "store" not in inputs:
+    recorded = RunDirectory(run).training_store()
+    if recorded is None:
         raise CheckpointError(run, "run record names no training store: cannot verify what the generator saw")
-    return generator_training_slides(inputs["store"], inputs.get("store_sha256", ""), source=run)
+    return generator_training_slides(*recorded, source=run)
 
 
 def gan_run_directory(cell_directory: Path, store: PatchStore, config: Any) -> Path:
@@ -241,7 +241,7 @@ def plan(store: PatchStore, config: EvaluateConfig, work: Path) -> list[Cell]:
                                              "its generator saw test slides")
             _check_generator(set(map(str, cell.ready.header.provenance["training_slides"])), cell, ready)
         elif config.uses_generator():
-            for run in sorted(path.parent for path in directory.glob("gan-*/config.json")):
+            for run in sorted(path.parent for path in directory.glob(f"gan-*/{CONFIG_NAME}")):
                 _check_generator(_gan_slides(run), cell, run)
         cells.append(cell)
     return cells
@@ -501,7 +501,7 @@ class Evaluation:
         run = train_gan(gan_store, gan_run_directory(cell.directory, gan_store, gan_config), gan_config,
                         progress=self.progress)
         _check_generator(_gan_slides(run), cell, run)
-        return {"source": {"generator": str(run), "checkpoint_sha256": sha256_file(run / "checkpoint.pt")},
+        return {"source": {"generator": str(run), "checkpoint_sha256": RunDirectory(run).checkpoint_sha256()},
                 "pool": pool_record}
 
     def prepare_synthetic(self, cell: Cell, generator: dict[str, Any] | None = None

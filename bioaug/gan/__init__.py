@@ -14,6 +14,7 @@ _LAZY = {
     "load_checkpoint": "bioaug.gan.checkpoint",
     "load_generator": "bioaug.gan.sampling",
     "generate": "bioaug.gan.sampling",
+    "RunDirectory": "bioaug.gan.run",
 }
 
 __all__ = sorted([*_LAZY, "PRESETS", "Preset", "SIZE_DEFAULTS", "TrainConfig", "register_preset"])

@@ -1,16 +1,7 @@
-"""The training loop of ``bioaug train``: run directory, resume, devices, DDP, logging and snapshots.
+"""The training loop of ``bioaug train``: resume, devices, DDP, logging and snapshots.
 
-Run directory (rank 0 writes it; the augment stage reads it)::
-
-    config.json            resolved config and provenance: store path and content hash, classes, patch size,
-                           seed, devices, package versions
-    checkpoint.pt          latest full training state (see bioaug.gan.checkpoint), replaced atomically
-    log.jsonl              append-only; one JSON object per line: run events and, every log_every steps,
-                           losses (and the LeCam and reconstruction terms when on), discriminator scores,
-                           augment p, ADA r_t, images per wall and per CPU second; per-class diversity at
-                           snapshots
-    samples/step-NNNNNN.png  EMA samples at every snapshot, fixed latents, one row per class
-    reals.png              real patches in the same layout, written when a run starts
+Rank 0 writes the run directory, whose layout ``bioaug.gan.run`` owns: the run record, the checkpoint, the
+log, sample grids at every snapshot and the real patches beside them.
 
 Exact resume: every source of randomness is either a pure function of (seed, step, rank) (the batches) or a
 generator whose state the checkpoint holds (latents and augmentation), and nothing that happens only at
@@ -26,7 +17,6 @@ teach realism to the discriminator's features and, through them, to the generato
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
@@ -47,7 +37,7 @@ from ..progress import progress_bar, write
 from ..provenance import run_record, write_json_atomic
 from ..store import HEADER_NAME, PatchStore
 from .augment import AugmentController, augment
-from .checkpoint import capture_rng, check_resumable, load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import capture_rng, check_resumable, restore_rng, save_checkpoint
 from .config import TrainConfig
 from .data import Batch, ClassBalancedSampler, load_images
 from .distributed import Context, distributed
@@ -56,23 +46,14 @@ from .ema import ema_decay_at, standing_statistics, update_ema
 from .grids import class_grid, write_png
 from .losses import LeCam, discriminator_hinge_loss, generator_hinge_loss
 from .networks import build_discriminator, build_generator
+from .run import RunDirectory
 from .sampling import generate
 
-CONFIG_NAME = "config.json"
-CHECKPOINT_NAME = "checkpoint.pt"
-LOG_NAME = "log.jsonl"
-SAMPLES_DIR = "samples"
-REALS_NAME = "reals.png"
 #: Samples per class for the diversity signal (and real patches per class it is compared with).
 DIVERSITY_SAMPLES = 32
 #: Batches (of the training batch size) that standing batch-norm statistics average over; 40 and 100 gave
 #: the same fidelity on the CRC cell, so a few dozen are enough.
 STANDING_BATCHES = 32
-
-
-def sample_grid_path(run: str | Path, step: int) -> Path:
-    """Where the sample grid of ``step`` is written."""
-    return Path(run) / SAMPLES_DIR / f"step-{step:06d}.png"
 
 
 def train(store: PatchStore | str | Path, out: str | Path, config: TrainConfig | None = None, *,
@@ -101,23 +82,19 @@ def train(store: PatchStore | str | Path, out: str | Path, config: TrainConfig |
                                               f"{context.world_size} ranks")
         context.from_main(lambda: stack.enter_context(writer_lock(out)))  # rank 0 writes, and holds the lock
         context.from_main(lambda: store.verify(progress=progress))  # the store hash a run records must be true
-        state = context.from_main(lambda: _open_run(out, store, config, new))
+        state = context.from_main(lambda: _open_run(RunDirectory(out), store, config, new))
         Trainer(store, out, config, sampler, context, progress=progress).run(state)
     return out
 
 
-def _open_run(out: Path, store: PatchStore, config: TrainConfig, new: bool) -> dict[str, Any] | None:
+def _open_run(run: RunDirectory, store: PatchStore, config: TrainConfig, new: bool) -> dict[str, Any] | None:
     """The checkpoint to resume from, or None after clearing what an earlier run left (on rank 0)."""
-    checkpoint = out / CHECKPOINT_NAME
-    if checkpoint.exists() and not new:
-        state = load_checkpoint(checkpoint)
-        check_resumable(state, checkpoint, store, config)
+    if run.checkpoint.exists() and not new:
+        state = run.load_checkpoint()
+        check_resumable(state, run.checkpoint, store, config)
         return state
-    for name in (CONFIG_NAME, CHECKPOINT_NAME, LOG_NAME, REALS_NAME):
-        (out / name).unlink(missing_ok=True)
-    for grid in (out / SAMPLES_DIR).glob("step-*.png"):
-        grid.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    run.clear()
+    run.path.mkdir(parents=True, exist_ok=True)
     return None
 
 
@@ -142,6 +119,7 @@ class Trainer:
     def __init__(self, store: PatchStore, out: Path, config: TrainConfig, sampler: ClassBalancedSampler,
                  context: Context, *, progress: bool) -> None:
         self.store, self.out, self.config, self.sampler, self.context = store, out, config, sampler, context
+        self.run_directory = RunDirectory(out)
         self.progress = progress and context.is_main
         self.device = context.device
         self.bf16 = self._use_bf16()
@@ -242,7 +220,7 @@ class Trainer:
         """Write the checkpoint on rank 0; every rank leaves together, so a finished step is a saved step."""
         state = self.state()
         if self.context.is_main:
-            save_checkpoint(self.out / CHECKPOINT_NAME, state)
+            save_checkpoint(self.run_directory.checkpoint, state)
         self.context.barrier()
 
     # -- the loop ----------------------------------------------------------------------------------------------
@@ -408,9 +386,10 @@ class Trainer:
                        "seed": self.config.seed, "device": str(self.device),
                        "precision": "bf16" if self.bf16 else "fp32", "world_size": self.context.world_size,
                        "start_step": start})
-        write_json_atomic(self.out / CONFIG_NAME, record)
-        if not resumed or not (self.out / REALS_NAME).exists():
-            write_png(class_grid(reals, self.store.class_names, self.config.grid_columns), self.out / REALS_NAME)
+        write_json_atomic(self.run_directory.config_file, record)
+        reals_file = self.run_directory.reals_file
+        if not resumed or not reals_file.exists():
+            write_png(class_grid(reals, self.store.class_names, self.config.grid_columns), reals_file)
         if resumed and self.progress:
             write(f"{self.out}: resuming from step {start}")
         self._log({"event": "resume" if resumed else "start", "step": start, "time": _now(),
@@ -434,7 +413,7 @@ class Trainer:
         names, columns = self.store.class_names, self.config.grid_columns
         sampler = self.sampling_generator()
         grid = generate(sampler, np.repeat(np.arange(len(names)), columns), seed=self.config.seed)
-        path = sample_grid_path(self.out, self.step)
+        path = self.run_directory.sample_grid(self.step)
         write_png(class_grid(np.split(grid, len(names)), names, columns), path)
         fakes = generate(sampler, np.repeat(np.arange(len(names)), DIVERSITY_SAMPLES), seed=self.config.seed + 1)
         ratios = diversity_ratios(np.split(fakes, len(names)), real_diversity)
@@ -447,8 +426,7 @@ class Trainer:
                 "samples": str(path.relative_to(self.out))}
 
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.out / LOG_NAME, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        self.run_directory.append_log(record)
 
 
 def _clocks() -> np.ndarray:

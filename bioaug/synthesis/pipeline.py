@@ -31,51 +31,35 @@ import numpy as np
 
 from ..config import config_to_dict
 from ..errors import CheckpointError, ConfigError, StoreError
+from ..gan.run import RunDirectory
 from ..locks import has_entries, writer_lock
 from ..progress import progress_bar
 from ..provenance import run_record, sha256_json, write_json_atomic
 from ..store import HEADER_NAME, SHARDS_DIR, PatchStore, StoreHeader, StoreWriter, check_compatible
 from .config import AugmentConfig
 from .records import class_tally, write_csv_atomic
-from .selection import SCORER_CACHE, SELECTION_COLUMNS, Scorer, fit_reference, judge, selection_rows, train_scorer
+from .selection import SELECTION_COLUMNS, Scorer, fit_reference, judge, selection_rows, train_scorer
 from .synthesizer import Synthesizer
 
 SHARD_SIZE = 4096
-RUN_CONFIG = "config.json"
 REPORT_NAME = "augment.json"
 
 
-def read_run(run: str | Path) -> tuple[Path, Path, dict[str, Any]]:
-    """(run directory, checkpoint path, run record) of a GAN run given as its directory or checkpoint file."""
-    run = Path(run)
-    if not run.exists():
-        raise CheckpointError(run, "no such run directory or checkpoint file")
-    run_dir, checkpoint = (run, run / "checkpoint.pt") if run.is_dir() else (run.parent, run)
-    record_path = run_dir / RUN_CONFIG
-    if not record_path.is_file():
-        raise CheckpointError(run_dir, f"no {RUN_CONFIG}: not a run directory written by bioaug train")
-    try:
-        return run_dir, checkpoint, json.loads(record_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(record_path, f"run record is not valid JSON ({exc.msg})") from None
-
-
-def open_real_store(real: str | Path | PatchStore | None, record: dict[str, Any], synth: Synthesizer
-                    ) -> PatchStore:
+def open_real_store(real: str | Path | PatchStore | None, run: RunDirectory, synth: Synthesizer) -> PatchStore:
     """The real store to balance against, select with and audit against.
 
     Defaults to the run's recorded training store, whose content hash must match the record. Any store must
     have the checkpoint's classes and patch size.
     """
-    inputs = record.get("inputs", {})
     if real is None:
-        if "store" not in inputs:
+        recorded = run.training_store()
+        if recorded is None:
             raise CheckpointError(synth.checkpoint, "run record names no training store; pass real=STORE")
-        store = PatchStore(inputs["store"])
-        if store.content_hash != inputs.get("store_sha256"):
+        store = PatchStore(recorded[0])
+        if store.content_hash != recorded[1]:
             raise CheckpointError(synth.checkpoint, f"the training store {store.path} has changed since the run "
                                                     f"(content hash {store.content_hash[:12]}, recorded "
-                                                    f"{str(inputs.get('store_sha256'))[:12]}); pass real=STORE")
+                                                    f"{recorded[1][:12] or '(unrecorded)'}); pass real=STORE")
     else:
         store = real if isinstance(real, PatchStore) else PatchStore(real)
     check_compatible(store, synth)
@@ -155,12 +139,14 @@ def augment(run: str | Path, out: str | Path, config: AugmentConfig | None = Non
     config = config or AugmentConfig()
     config.validate()
     out = Path(out)
-    run_dir, checkpoint, record = read_run(run)
+    run_dir = RunDirectory.open(run)
+    record = run_dir.read_record()
+    checkpoint = run_dir.checkpoint
     synth = Synthesizer.from_checkpoint(checkpoint, config.device)
     if list(record.get("class_names", synth.class_names)) != synth.class_names:
-        raise CheckpointError(checkpoint, f"holds classes {synth.class_names} but {run_dir / RUN_CONFIG} records "
+        raise CheckpointError(checkpoint, f"holds classes {synth.class_names} but {run_dir.config_file} records "
                                           f"{record.get('class_names')}")
-    real_store = open_real_store(real, record, synth)
+    real_store = open_real_store(real, run_dir, synth)
     real_counts = np.bincount(real_store.labels[real_store.labels >= 0], minlength=len(synth.class_names))
     counts = plan_counts(config, synth.class_names, real_counts)
     check_size(out, sum(counts.values()), synth.patch_size, "--per-class" if config.per_class is not None
@@ -177,14 +163,14 @@ def augment(run: str | Path, out: str | Path, config: AugmentConfig | None = Non
 
         classifier: dict[str, Any] = {"network": "injected scorer"} if scorer is not None else {}
         if scorer is None and (config.select or config.audit):
-            scorer, classifier = train_scorer(real_store, config, synth.device, cache=run_dir / SCORER_CACHE)
+            scorer, classifier = train_scorer(real_store, config, synth.device, cache=run_dir.scorers_dir)
             classifier["seconds"] = round(time.perf_counter() - started, 2)
         reference, real_features = fit_reference(real_store, scorer, config) if scorer is not None else (None, None)
 
         header = StoreHeader(
             patch_size=synth.patch_size, mpp=real_store.mpp, class_names=synth.class_names, kind="synthetic",
             provenance={"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": synth.checkpoint_sha256,
-                        "generator_step": synth.meta["step"], "run": str(run_dir.resolve()),
+                        "generator_step": synth.meta["step"], "run": str(run_dir.path.resolve()),
                         "training_store": record.get("inputs", {}).get("store"),
                         "training_store_sha256": synth.meta["store_sha256"],
                         "training_slides": record.get("training_slides", []), "seed": config.seed,
@@ -208,7 +194,7 @@ def augment(run: str | Path, out: str | Path, config: AugmentConfig | None = Non
         generation_seconds = time.perf_counter() - generation_started
 
         report = run_record(config_to_dict(config), inputs={
-            "run": str(run_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
+            "run": str(run_dir.path.resolve()), "checkpoint": str(checkpoint.resolve()),
             "checkpoint_sha256": synth.checkpoint_sha256, "real_store": str(real_store.path.resolve()),
             "real_store_sha256": real_store.content_hash})
         report.update({"class_names": synth.class_names, "store_sha256": store.content_hash,

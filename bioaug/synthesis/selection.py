@@ -34,10 +34,6 @@ REASONS = ("kept", "misclassified", "low_confidence", "off_distribution")
 SELECTION_COLUMNS = ("latent_index", "label", "confidence", "feature_distance", "kept", "reason")
 
 
-#: Folder of a GAN run directory holding trained selection/audit classifiers, one file per real store and config.
-SCORER_CACHE = "scorers"
-
-
 def classifier_config(config: AugmentConfig) -> ClassifierConfig:
     """The selection/audit classifier's training config (validated, so a bad network name fails early)."""
     chosen = ClassifierConfig(network=config.classifier, steps=config.classifier_steps, seed=config.seed)

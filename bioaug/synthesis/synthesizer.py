@@ -17,11 +17,11 @@ import torch
 
 from ..devices import resolve_device
 from ..errors import CheckpointError
+from ..gan.run import RunDirectory
 from ..gan.sampling import load_generator, run_in_chunks
 from ..provenance import sha256_file
 
 LATENT_BLOCK = 1024
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class Synthesizer:
@@ -46,8 +46,7 @@ class Synthesizer:
 
         Raises ``CheckpointError`` for a missing or damaged checkpoint.
         """
-        path = Path(path)
-        checkpoint = path / CHECKPOINT_NAME if path.is_dir() else path
+        checkpoint = RunDirectory.of(path).checkpoint
         generator, meta = load_generator(checkpoint, resolve_device(device))
         return cls(generator, meta, checkpoint, sha256_file(checkpoint))
 
