@@ -114,7 +114,6 @@ def cell_stores(args: argparse.Namespace, work: Path):
     from bioaug.config import build_config, load_config_file
     from bioaug.evaluate.config import EvaluateConfig
     from bioaug.evaluate.protocol import Evaluation, plan
-    from bioaug.progress import progress_bar
     from bioaug.store import PatchStore, subset_store
 
     values = load_config_file(args.cell)
@@ -129,8 +128,8 @@ def cell_stores(args: argparse.Namespace, work: Path):
                          f"(it has {', '.join(cell.name for cell in cells)})")
     cell = matching[0]
     evaluation = Evaluation(labelled, config, progress=not args.quiet)
-    evaluation.enter(cell, progress_bar(total=0, desc="reference classifier", disable=True))
-    gan_store, _ = evaluation.generator_store(cell, evaluation.reference_model(cell))
+    reference_model = evaluation.reference_model(cell, evaluation.cell_data(cell))
+    gan_store, _ = evaluation.generators.generator_store(cell, reference_model)
     rows = np.flatnonzero([str(slide) not in cell.test_slides for slide in labelled.slides])
     reference = subset_store(labelled, rows, work / f"fold-{cell.fold}-training-images", provenance={
         "made_by": "benchmarks/generator_choice.py", "fold": cell.fold, "role": "judge reference"})

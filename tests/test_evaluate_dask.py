@@ -12,7 +12,7 @@ import pytest
 from bioaug.cli import main
 from bioaug.config import build_config
 from bioaug.errors import BioaugError, ConfigError
-from bioaug.evaluate import protocol
+from bioaug.evaluate import generators, protocol
 from bioaug.evaluate.config import EvaluateConfig
 from bioaug.evaluate.graph import cell_tasks, resources
 
@@ -82,7 +82,7 @@ def test_a_local_cluster_writes_the_local_runs_report(store, small, local_report
     def refuse(*args, **kwargs):
         raise AssertionError("a classifier was trained in the calling process")
     monkeypatch.setattr(protocol, "train_classifier", refuse)  # workers run their own, unpatched copy
-    monkeypatch.setattr(protocol, "train_gan", refuse)
+    monkeypatch.setattr(generators, "train_gan", refuse)
     out = protocol.run_evaluation(store, tmp_path / "eval", build_config(EvaluateConfig, small), client=client,
                                   progress=False)
     assert len(local_report["external"]["hospital-b"]["runs"]) == 2 * len(SMALL["arms"])  # two budgets

@@ -12,7 +12,7 @@ import yaml
 from bioaug.cli import main
 from bioaug.config import build_config, config_to_dict
 from bioaug.errors import BioaugError, CheckpointError, ConfigError
-from bioaug.evaluate import protocol
+from bioaug.evaluate import generators, protocol
 from bioaug.evaluate.config import EvaluateConfig
 from bioaug.evaluate.report import REPORT_FILES
 from bioaug.store import PatchStore
@@ -33,7 +33,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started")
     monkeypatch.setattr(protocol, "train_classifier", refuse)
-    monkeypatch.setattr(protocol, "train_gan", refuse)
+    monkeypatch.setattr(generators, "train_gan", refuse)
 
 
 def _with_training_slides(path: Path, slides: list[str]) -> PatchStore:

@@ -1,11 +1,11 @@
 """The evaluation on a Dask cluster: the task graph of ``bioaug.evaluate.graph`` submitted to a client.
 
-Each task runs on a worker the method the local path runs (``Evaluation.run_arm``, ``pseudo_labels``,
-``train_generator``, ``prepare_synthetic``), which reuses its result (a result file, a finished GAN run) when
-the key matches and otherwise writes it atomically, so a finished task is never recomputed on any scheduler,
-and a task lost with its worker leaves no half-written result: Dask runs it again elsewhere. Stores travel by
-path (``PatchStore.__reduce__``), so the input stores and the work directory must be on a filesystem every
-worker sees at the same path (the work directory is checked by a probe first).
+Each task loads its cell's data and runs on a worker the method the local path runs (``Evaluation.run_arm``,
+``pseudo_labels``, ``CellGenerators.train_generator``, ``prepare_synthetic``), which reuses its result (a result
+file, a finished GAN run) when the key matches and otherwise writes it atomically, so a finished task is never
+recomputed on any scheduler, and a task lost with its worker leaves no half-written result: Dask runs it again
+elsewhere. Stores travel by path (``PatchStore.__reduce__``), so the input stores and the work directory must be
+on a filesystem every worker sees at the same path (the work directory is checked by a probe first).
 
 With ``device: cuda`` every torch task asks for the worker resource ``GPU=1`` (workers started with
 ``--resources GPU=1`` take them, one at a time each); with ``cpu`` or ``auto`` tasks go to any worker, and
@@ -25,10 +25,12 @@ from ..errors import ConfigError, StoreError
 from ..progress import progress_bar
 from ..store import PatchStore
 from .arms import ARMS
+from .cells import Cell
 from .config import EvaluateConfig
 from .external import ExternalSet
+from .generators import recorded_stores
 from .graph import Task, cell_tasks, resources
-from .protocol import Cell, CellResult, Evaluation, arm_order, recorded_stores
+from .protocol import CellResult, Evaluation, arm_order
 
 
 def run_task(task: Task, store: PatchStore, config: EvaluateConfig, cell: Cell, externals: list[ExternalSet],
@@ -41,13 +43,14 @@ def run_task(task: Task, store: PatchStore, config: EvaluateConfig, cell: Cell, 
     """
     torch.set_num_threads(config.task_threads)
     evaluation = Evaluation(store, config, progress=False)
-    evaluation.enter(cell, progress_bar(total=0, disable=True))
+    data = evaluation.cell_data(cell)
     if task.kind == "gan":
-        return evaluation.train_generator(cell)
+        return evaluation.generators.train_generator(cell, evaluation.reference_model(cell, data))
     if task.kind == "sampling":
-        return evaluation.prepare_synthetic(cell, inputs[Task("gan", task.cell).name])[0]
+        return evaluation.generators.prepare_synthetic(cell, evaluation.reference_model(cell, data),
+                                                       data.train_images, inputs[Task("gan", task.cell).name])[0]
     if task.kind == "pseudo-labels":
-        evaluation.pseudo_labels(cell, task.seed)
+        evaluation.pseudo_labels(cell, data, task.seed)
         return {}
     arm = ARMS[task.arm]
     stores: dict[str, PatchStore] = {}
@@ -56,8 +59,8 @@ def run_task(task: Task, store: PatchStore, config: EvaluateConfig, cell: Cell, 
         if not stores:
             raise StoreError(cell.directory, "the synthetic stores its sampling task recorded changed before "
                                              f"arm {arm.name} could train on them; rerun to resume")
-    row = evaluation.run_arm(cell, arm, task.seed, evaluation.extra(cell, arm, task.seed, stores))[0]
-    return {"row": row, "external": {external.name: evaluation.test_external(cell, [row], external)
+    row = evaluation.run_arm(cell, data, arm, task.seed, evaluation.extra(cell, data, arm, task.seed, stores))[0]
+    return {"row": row, "external": {external.name: evaluation.test_external(cell, data, [row], external)
                                      for external in externals}}
 
 

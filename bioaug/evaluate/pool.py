@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError, StoreError
 from ..provenance import sha256_json
 from ..store import UNLABELLED, PatchStore, StoreHeader, StoreWriter, check_compatible, manifest_value
+from .cells import PREDICTION_BATCH
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def slide_hashes(store: PatchStore) -> dict[str, str]:
@@ -59,6 +63,14 @@ def pool_indices(pool: PatchStore, training_slides: set[str], budget_slides: set
     """Pool rows on the fold's training slides that the label budget did not take."""
     keep = training_slides - budget_slides
     return np.flatnonzero(np.isin(np.asarray(pool.slides, dtype=str), sorted(keep)))
+
+
+def pool_predictions(pool: PatchStore, model: nn.Module, device: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, confidence) of every ``pool`` patch under a cell's classifier ``model``."""
+    from ..classify import predict_proba
+
+    probabilities = predict_proba(model, pool.images(), batch_size=PREDICTION_BATCH, device=device)
+    return probabilities.argmax(1), probabilities.max(1)
 
 
 def check_pool_leakage(pool_store: PatchStore, test_slides: set[str], test_hashes: set[str],

@@ -17,19 +17,22 @@ seed on the same splits, for the same number of optimiser steps:
    is the feature space of the fidelity metrics and the scorer of selection;
 5. each (arm, seed) classifier is tested on the fold's test patches; its metrics go to a small JSON file.
 
-Work layout under ``out/work`` (deterministic, so a rerun resumes and finished work is reused)::
+Steps 3 and 4 are ``bioaug.evaluate.generators``; a cell, and the data its steps share, ``bioaug.evaluate.cells``.
 
-    fold-<k>/budget-<b:.2f>/train-store    the budget's training patches (subset of the input store)
-    fold-<k>/budget-<b:.2f>/pool-store     the cell's unlabelled pool (subset of the unlabelled store)
-    fold-<k>/budget-<b:.2f>/gan-store      what the generator trains on (budget + pseudo-labelled pool)
-    fold-<k>/budget-<b:.2f>/gan-<key>      GAN run, one per generator (the options a resume cannot change and
-                                           the gan-store's content hash make the key)
-    fold-<k>/budget-<b:.2f>/synthetic      augment output (synthetic patches, audit)
-    fold-<k>/budget-<b:.2f>/selected       the synthetic patches kept by selection
-    fold-<k>/budget-<b:.2f>/synthetic.json fidelity, hashes and leakage check of this cell's generator
-    fold-<k>/budget-<b:.2f>/results/<arm>-seed-<s>.json   metrics and test probabilities of one classifier
-    fold-<k>/budget-<b:.2f>/results/<arm>-seed-<s>.pt     the trained classifier's weights
-    fold-<k>/budget-<b:.2f>/results/pseudo-seed-<s>.npz   the pool patches that seed's classifier labelled
+Work layout under ``out/work``, a directory ``<cell>`` = ``fold-<k>/draw-<d>/budget-<b:.2f>`` per cell
+(deterministic, so a rerun resumes and finished work is reused)::
+
+    <cell>/train-store     the budget's training patches (subset of the input store)
+    <cell>/pool-store      the cell's unlabelled pool (subset of the unlabelled store)
+    <cell>/gan-store       what the generator trains on (budget + pseudo-labelled pool)
+    <cell>/gan-<key>       GAN run, one per generator (the options a resume cannot change and the gan-store's
+                           content hash make the key)
+    <cell>/synthetic       augment output (synthetic patches, audit)
+    <cell>/selected        the synthetic patches kept by selection
+    <cell>/synthetic.json  fidelity, hashes and leakage check of this cell's generator
+    <cell>/results/<arm>-seed-<s>.json   metrics and test probabilities of one classifier
+    <cell>/results/<arm>-seed-<s>.pt     the trained classifier's weights
+    <cell>/results/pseudo-seed-<s>.npz   the pool patches that seed's classifier labelled
 
 Every result file carries a key of everything it depends on (settings and input hashes) and is reused only
 when the key matches. The report (``report.md``, ``report.json``, ``table.tex``, PNGs) goes into ``out``.
@@ -41,43 +44,37 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from ..classify import (extract_features, load_classifier, predict_proba, save_classifier, state_dict_sha256,
-                        train_classifier)
+from ..classify import load_classifier, predict_proba, save_classifier, state_dict_sha256, train_classifier
 from ..cluster import connect
 from ..config import config_to_dict
 from ..errors import CheckpointError, ConfigError, StoreError
-from ..gan import train as train_gan
-from ..gan.run import CONFIG_NAME, RunDirectory
+from ..gan.run import CONFIG_NAME
 from ..progress import progress_bar
 from ..provenance import atomic_path, run_record, sha256_file, sha256_json, write_json_atomic
 from ..store import PatchStore, check_compatible, subset_store
-from ..synthesis import augment, select_synthetic
 from .arms import ARMS, REFERENCE_ARMS, Arm
 from .baselines import colour_baseline
+from .cells import PREDICTION_BATCH, Cell, CellData, cell_directory, read_result
 from .config import EvaluateConfig
-from .fidelity import fidelity_metrics
-from .graph import cell_keys, reference_arm
-from .leakage import check_generator_leakage, generator_training_slides
 from .external import ExternalSet, open_external
+from .generators import CellGenerators, check_generator, gan_slides
+from .graph import cell_keys, reference_arm
 from .metrics import classification_metrics, group_confusion, metric_from_confusion
-from .pool import check_pool, check_pool_leakage, pool_indices, slide_hashes, write_labelled_union
+from .pool import check_pool, check_pool_leakage, pool_indices, pool_predictions, slide_hashes
 from .report import write_report
 from .splits import Splits, check_disjoint_groups, validation_split
 
 log = logging.getLogger("bioaug")
 
-#: Patches per side for the fidelity metrics (k-NN precision/recall compares every pair, so both are capped).
-FIDELITY_SAMPLES = 2000
 #: Real and synthetic patches in the side-by-side sample figure.
 SAMPLE_GRID = 64
 #: Columns of the report's leakage table, in order (result files store them with sorted keys).
@@ -86,41 +83,6 @@ LEAKAGE_COLUMNS = ("train store", "pool store", "generator", "generator store", 
 #: Arms whose trained networks stay in memory for the cell: pseudo-labels, selection and fidelity reuse them
 #: (every network is also saved beside its result, ``<arm>-seed-<s>.pt``).
 KEPT_MODELS = ("real", "classic")
-
-
-@dataclass
-class Cell:
-    """One (fold, budget) of the protocol: which patches train and test, and where its work goes."""
-
-    fold: int
-    budget: float
-    draw: int
-    directory: Path
-    train: np.ndarray
-    """Input-store indices of the budget's training patches."""
-    test: np.ndarray
-    train_store: PatchStore
-    test_slides: set[str]
-    ready: PatchStore | None
-    """A ready synthetic store from the config, used instead of training a generator."""
-    pool: PatchStore | None = None
-    """The cell's unlabelled pool: detected nuclei of the fold's training slides outside the budget."""
-    test_hashes: set[str] = field(default_factory=set)
-    """SHA-256 of the test slides' files, where the store recorded them."""
-
-    @property
-    def name(self) -> str:
-        return f"fold {self.fold}, draw {self.draw}, budget {100 * self.budget:g}%"
-
-    def allowed_generator_slides(self) -> set[str]:
-        """What a generator of this cell may have seen: the budget's slides and the pool's."""
-        pool = set(map(str, self.pool.slides)) if self.pool is not None else set()
-        return set(map(str, self.train_store.slides)) | pool
-
-
-def cell_directory(work: Path, fold: int, draw: int, budget: float) -> Path:
-    """``work/fold-<k>/draw-<d>/budget-<b:.2f>``: where one cell keeps its stores, generator and results."""
-    return work / f"fold-{fold}" / f"draw-{draw}" / f"budget-{budget:.2f}"
 
 
 def resolve_splits(store: PatchStore, config: EvaluateConfig, default: Path) -> tuple[Splits, Path]:
@@ -154,43 +116,6 @@ def _groups(store: PatchStore, group_by: str) -> np.ndarray:
     if any(value in ("", "nan") for value in groups):
         raise ConfigError("group_by", f"column {group_by!r} of {store.path} is empty for some patches")
     return groups
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _check_generator(slides: set[str], cell: Cell, source: Path) -> None:
-    """Refuse a generator that saw a test slide, or a slide outside this cell's budget and pool."""
-    check_generator_leakage(slides, cell.test_slides, source=source)
-    outside = sorted(slides - cell.allowed_generator_slides())
-    if outside:
-        raise CheckpointError(source, f"generator saw {len(outside)} slide(s) outside the {cell.name} training "
-                                      f"patches and pool (e.g. {', '.join(outside[:3])}); it may only see the "
-                                      "budget's slides and the fold's unlabelled training slides")
-
-
-def _gan_slides(run: Path) -> set[str]:
-    """The slides a GAN run was trained on, from its recorded store after checking that store's content hash."""
-    recorded = RunDirectory(run).training_store()
-    if recorded is None:
-        raise CheckpointError(run, "run record names no training store: cannot verify what the generator saw")
-    return generator_training_slides(*recorded, source=run)
-
-
-def gan_run_directory(cell_directory: Path, store: PatchStore, config: Any) -> Path:
-    """Where the cell's GAN with ``config`` (a ``TrainConfig``) trains on ``store``: ``gan-<key>``.
-
-    The key hashes the store's content and the options a resumed run must keep (preset, networks, seed, ...),
-    so switching the generator in the evaluate config, or a pool labelled differently, trains a new run beside
-    the old one instead of failing to resume it; options a resume may change (steps, time budget) continue
-    the same run.
-    """
-    fixed = {name: value for name, value in config_to_dict(config).items() if name in config.fixed_fields()}
-    return cell_directory / f"gan-{sha256_json({'options': fixed, 'store': store.content_hash})[:12]}"
 
 
 def _check_arms(config: EvaluateConfig) -> None:
@@ -239,10 +164,10 @@ def plan(store: PatchStore, config: EvaluateConfig, work: Path) -> list[Cell]:
             if "training_slides" not in cell.ready.header.provenance:
                 raise CheckpointError(ready, "records no generator training slides: cannot rule out that "
                                              "its generator saw test slides")
-            _check_generator(set(map(str, cell.ready.header.provenance["training_slides"])), cell, ready)
+            check_generator(set(map(str, cell.ready.header.provenance["training_slides"])), cell, ready)
         elif config.uses_generator():
             for run in sorted(path.parent for path in directory.glob(f"gan-*/{CONFIG_NAME}")):
-                _check_generator(_gan_slides(run), cell, run)
+                check_generator(gan_slides(run), cell, run)
         cells.append(cell)
     return cells
 
@@ -257,86 +182,89 @@ class Extra:
 
 
 class Evaluation:
-    """Runs the cells of one evaluation; holds the store, config and the settings every result depends on."""
+    """Runs the cells of one evaluation; holds the store, config and the settings every result depends on.
+
+    A cell's steps get its loaded patches (:meth:`cell_data`) as an argument, so each can run alone, as a Dask
+    task does (``bioaug.evaluate.distributed``); the generator steps are ``generators``.
+    """
 
     def __init__(self, store: PatchStore, config: EvaluateConfig, progress: bool) -> None:
         self.store, self.config, self.progress = store, config, progress
         self.n_classes = len(store.class_names)
         self.device = None if config.device == "auto" else config.device
+        self.groups = _groups(store, config.group_by)
         self.classifier = config.classifier.for_patches(store.patch_size, store.mpp, store.path)
         self.settings = sha256_json({"store": store.content_hash, "classifier": config_to_dict(self.classifier),
                                      "classic_recipe": config.classic_recipe,
                                      "synthetic_fraction": config.synthetic_fraction,
                                      "split": [config.folds, config.split_seed, config.group_by,
                                                config.validation_fraction]})
-        self.models: dict[tuple[str, int], nn.Module] = {}
+        self.generators = CellGenerators(config, self.settings, store.class_names, device=self.device,
+                                         progress=progress)
 
     # -- one cell -------------------------------------------------------------------------------------------------
 
-    def run_cell(self, cell: Cell, bar: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """Rows of every (arm, seed) of ``cell`` and its generator record (None without generator arms)."""
-        self.enter(cell, bar)
+    def run_cell(self, cell: Cell, data: CellData, bar: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """Rows of every (arm, seed) of ``cell`` and its generator record (None without generator arms);
+        ``bar`` is advanced once per classifier."""
         generator, stores = None, {}
         if self.config.uses_generator():
-            generator, stores = self.prepare_synthetic(cell)
+            generator, stores = self.generators.prepare_synthetic(cell, self.reference_model(cell, data),
+                                                                  data.train_images)
         rows = []
         for seed in self.config.seeds:
             for name in arm_order(self.config):
                 arm = ARMS[name]
-                rows.append(self.run_arm(cell, arm, seed, self.extra(cell, arm, seed, stores))[0])
+                rows.append(self.run_arm(cell, data, arm, seed, self.extra(cell, data, arm, seed, stores), bar)[0])
         return rows, generator
 
-    def enter(self, cell: Cell, bar: Any) -> None:
-        """Load ``cell``'s training and test patches and validation splits: every step of the cell uses them
-        (``bar`` is advanced once per classifier)."""
-        self.models.clear()
-        groups = _groups(self.store, self.config.group_by)
-        self.train = (self.store.images(cell.train), self.store.labels[cell.train])
-        self.test = (self.store.images(cell.test), self.store.labels[cell.test])
-        self.test_groups = np.asarray(groups[cell.test], dtype=str)
-        self.test_sha256 = sha256_json(sorted(set(self.test_groups)))
-        self.bar = bar
+    def cell_data(self, cell: Cell) -> CellData:
+        """``cell``'s training and test patches and each seed's validation split: what every step of it reads."""
+        groups = self.groups
+        test_groups = np.asarray(groups[cell.test], dtype=str)
         if self.config.classifier.patience:
             position = {index: i for i, index in enumerate(cell.train)}
             splits = {seed: validation_split(self.store.labels, groups, cell.train, self.config.validation_fraction,
                                              seed) for seed in self.config.seeds}
-            self.data = {seed: tuple(np.array([position[i] for i in part], dtype=np.int64) for part in split)
+            positions = {seed: tuple(np.array([position[i] for i in part], dtype=np.int64) for part in split)
                          for seed, split in splits.items()}
         else:  # a fixed step budget needs no validation images: every labelled image trains
             everything = np.arange(len(cell.train))
-            self.data = {seed: (everything, everything[:0]) for seed in self.config.seeds}
+            positions = {seed: (everything, everything[:0]) for seed in self.config.seeds}
+        return CellData(self.store.images(cell.train), self.store.labels[cell.train], self.store.images(cell.test),
+                        self.store.labels[cell.test], test_groups, sha256_json(sorted(set(test_groups))), positions)
 
-    def extra(self, cell: Cell, arm: Arm, seed: int, stores: dict[str, PatchStore]) -> Extra | None:
+    def extra(self, cell: Cell, data: CellData, arm: Arm, seed: int, stores: dict[str, PatchStore]) -> Extra | None:
         """The patches ``arm`` adds to every batch with ``seed``: pseudo-labelled pool patches and the synthetic
         ``stores`` it names, pooled."""
-        return _pooled([self.pseudo_labels(cell, seed) if source == "pseudo" else
+        return _pooled([self.pseudo_labels(cell, data, seed) if source == "pseudo" else
                         Extra(stores[source].images(), stores[source].labels, stores[source].content_hash)
                         for source in arm.sources])
 
-    def run_arm(self, cell: Cell, arm: Arm, seed: int, extra: Extra | None, *,
-                count: bool = True) -> tuple[dict[str, Any], nn.Module | None]:
+    def run_arm(self, cell: Cell, data: CellData, arm: Arm, seed: int, extra: Extra | None,
+                bar: Any = None) -> tuple[dict[str, Any], nn.Module | None]:
         """Train and test ``arm`` with ``seed``; (report row, model or None when the result was reused).
 
         The result file is reused when its key (settings, arm, seed, training and extra patches) matches.
-        ``count`` advances the progress bar (not for a model trained early because a later step needs it).
+        ``bar`` is advanced when given (not for a model trained early because a later step needs it).
         """
         path = cell.directory / "results" / f"{arm.name}-seed-{seed}.json"
         steps = self.config.steps_for(cell.budget)
         key = sha256_json({"settings": self.settings, "arm": dataclasses.asdict(arm), "seed": seed, "steps": steps,
-                           "train": cell.train_store.content_hash, "test": self.test_sha256,
+                           "train": cell.train_store.content_hash, "test": data.test_sha256,
                            "extra": extra.sha256 if extra else None})
-        done = _read_json(path)
+        done = read_result(path)
         if done is not None and done.get("key") == key:
-            self.bar.update(int(count))
-            return self._row(done), None
-        images, labels = self.train
+            _advance(bar)
+            return _row(done, data), None
+        images, labels = data.train_images, data.train_labels
         started = time.perf_counter()
         model, info = None, {}
         if not arm.network:
-            probabilities = colour_baseline(images, labels, self.test[0], self.n_classes, seed=seed)
+            probabilities = colour_baseline(images, labels, data.test_images, self.n_classes, seed=seed)
             info = {"n_train": int(len(images)), "n_extra": 0}
         else:
-            fit, val = self.data[seed]
+            fit, val = data.splits[seed]
             config = dataclasses.replace(self.classifier, seed=seed, steps=steps,
                                          augmentation=self.config.classic_recipe if arm.classic else "none")
             fit_images, fit_labels, fraction = images[fit], labels[fit], self.config.synthetic_fraction
@@ -348,7 +276,7 @@ class Evaluation:
             model, history = train_classifier(fit_images, fit_labels, images[val], labels[val], self.n_classes,
                                               config, extra=extra_data, extra_fraction=fraction,
                                               device=self.device, progress=self.progress)
-            probabilities = predict_proba(model, self.test[0], batch_size=512, device=self.device)
+            probabilities = predict_proba(model, data.test_images, batch_size=PREDICTION_BATCH, device=self.device)
             info = {"steps": history["steps_run"], "batch": history["batch"], "passes": history["passes"],
                     "best_step": history["best_step"], "stopped_early": history["stopped_early"],
                     "n_train": history["n_train"], "n_extra": history["n_extra"],
@@ -356,48 +284,43 @@ class Evaluation:
                     "model_sha256": state_dict_sha256(model)}
             save_classifier(model, path.with_suffix(".pt"))  # for external tests added later, and reuse
             if arm.name in KEPT_MODELS:
-                self.models[(arm.name, seed)] = model
+                data.models[(arm.name, seed)] = model
         result = {"key": key, "arm": arm.name, "fold": cell.fold, "draw": cell.draw, "budget": cell.budget,
                   "seed": seed,
                   "seconds": round(time.perf_counter() - started, 2), **info,
-                  **classification_metrics(self.test[1], probabilities, self.store.class_names),
+                  **classification_metrics(data.test_labels, probabilities, self.store.class_names),
                   "probabilities": np.round(probabilities, 5).tolist()}
         write_json_atomic(path, result)
         log.info("%s, %s seed %d: macro-F1 %.3f, balanced accuracy %.3f (%.0f s)", cell.name, arm.name, seed,
                  result["macro_f1"], result["balanced_accuracy"], result["seconds"])
-        self.bar.update(int(count))
-        return self._row(result), model
+        _advance(bar)
+        return _row(result, data), model
 
-    def _row(self, result: dict[str, Any]) -> dict[str, Any]:
-        """A report row: a result without key and probabilities, with its confusion matrix per test image."""
-        row = {key: value for key, value in result.items() if key not in ("key", "probabilities")}
-        row["group_confusion"] = group_confusion(self.test[1], np.asarray(result["probabilities"]),
-                                                 self.test_groups)
-        return row
-
-    def model(self, cell: Cell, name: str, seed: int) -> nn.Module:
+    def model(self, cell: Cell, data: CellData, name: str, seed: int) -> nn.Module:
         """The trained classifier of arm ``name`` and ``seed`` in this cell: in memory, from disk, or trained."""
-        if (name, seed) in self.models:
-            return self.models[(name, seed)]
+        if (name, seed) in data.models:
+            return data.models[(name, seed)]
         path = cell.directory / "results" / f"{name}-seed-{seed}"
-        done = _read_json(path.with_suffix(".json"))
+        done = read_result(path.with_suffix(".json"))
         if done is not None and path.with_suffix(".pt").is_file():
             model = load_classifier(path.with_suffix(".pt"), self.classifier, self.n_classes)
             if state_dict_sha256(model) == done.get("model_sha256"):
-                self.models[(name, seed)] = model
+                data.models[(name, seed)] = model
                 return model
         path.with_suffix(".json").unlink(missing_ok=True)
-        model = self.run_arm(cell, ARMS[name], seed, None, count=False)[1]
-        assert model is not None
+        model = self.run_arm(cell, data, ARMS[name], seed, None)[1]
+        if model is None:
+            raise ConfigError("arms", f"arm {name} trains no network, so it cannot label or score patches")
         return model
 
-    def reference_model(self, cell: Cell) -> nn.Module:
+    def reference_model(self, cell: Cell, data: CellData) -> nn.Module:
         """The first seed's classic classifier (real when classic is not run): scorer and feature network."""
-        return self.model(cell, reference_arm(self.config), self.config.seeds[0])
+        return self.model(cell, data, reference_arm(self.config), self.config.seeds[0])
 
     # -- external test stores ---------------------------------------------------------------------------------------
 
-    def test_external(self, cell: Cell, rows: list[dict[str, Any]], external: ExternalSet) -> list[dict[str, Any]]:
+    def test_external(self, cell: Cell, data: CellData, rows: list[dict[str, Any]],
+                      external: ExternalSet) -> list[dict[str, Any]]:
         """Every (arm, seed) classifier of ``cell`` tested on ``external``; predictions cached per classifier.
 
         Nothing is trained: networks are loaded from their saved weights, the colour baseline (a seconds-long
@@ -408,11 +331,11 @@ class Evaluation:
         for row in rows:
             arm, seed = ARMS[row["arm"]], row["seed"]
             result = cell.directory / "results" / f"{arm.name}-seed-{seed}.json"
-            done = _read_json(result) or {}
+            done = read_result(result) or {}
             path = result.with_name(f"{arm.name}-seed-{seed}.external-{external.name}.json")
             key = sha256_json({"result": done.get("key"), "external": external.store.content_hash,
                                "labels": sha256_json(external.labels.tolist())})
-            cached = _read_json(path)
+            cached = read_result(path)
             if cached is None or cached.get("key") != key:
                 images = external.images() if images is None else images
                 if arm.network:
@@ -421,9 +344,10 @@ class Evaluation:
                         raise StoreError(weights, "missing: this classifier's weights were not kept, so it cannot "
                                                   "be tested on an external store; delete its result to retrain")
                     model = load_classifier(weights, self.classifier, self.n_classes)
-                    probabilities = predict_proba(model, images, batch_size=512, device=self.device)
+                    probabilities = predict_proba(model, images, batch_size=PREDICTION_BATCH, device=self.device)
                 else:
-                    probabilities = colour_baseline(*self.train, images, self.n_classes, seed=seed)
+                    probabilities = colour_baseline(data.train_images, data.train_labels, images, self.n_classes,
+                                                    seed=seed)
                 metrics = classification_metrics(external.labels, probabilities, self.store.class_names)
                 metrics["macro_f1"] = float(metric_from_confusion("macro_f1", metrics["confusion_matrix"],
                                                                   external.present))
@@ -439,17 +363,13 @@ class Evaluation:
 
     # -- the unlabelled pool --------------------------------------------------------------------------------------
 
-    def pool_predictions(self, cell: Cell, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted class, confidence) of every pool patch under ``model``."""
-        assert cell.pool is not None
-        probabilities = predict_proba(model, cell.pool.images(), batch_size=512, device=self.device)
-        return probabilities.argmax(1), probabilities.max(1)
-
-    def pseudo_labels(self, cell: Cell, seed: int) -> Extra:
+    def pseudo_labels(self, cell: Cell, data: CellData, seed: int) -> Extra:
         """Pool patches that seed's classic classifier labels with confidence >= the threshold (cached)."""
-        assert cell.pool is not None
-        model = self.model(cell, "classic", seed)
-        classic = _read_json(cell.directory / "results" / f"classic-seed-{seed}.json") or {}
+        if cell.pool is None:
+            raise ConfigError("unlabelled", f"{cell.name} has no unlabelled pool to pseudo-label: give an "
+                                            "unlabelled store")
+        model = self.model(cell, data, "classic", seed)
+        classic = read_result(cell.directory / "results" / f"classic-seed-{seed}.json") or {}
         key = sha256_json({"pool": cell.pool.content_hash, "threshold": self.config.pseudo_label_threshold,
                            "classifier": classic.get("model_sha256")})
         path = cell.directory / "results" / f"pseudo-seed-{seed}.npz"
@@ -457,125 +377,25 @@ class Evaluation:
             cached = np.load(path)
             if str(cached["key"]) == key:
                 return Extra(cell.pool.images(cached["rows"]), cached["labels"].astype(np.int64), key)
-        predicted, confidence = self.pool_predictions(cell, model)
+        predicted, confidence = pool_predictions(cell.pool, model, self.device)
         rows = np.flatnonzero(confidence >= self.config.pseudo_label_threshold)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, rows=rows, labels=predicted[rows], key=key)
         return Extra(cell.pool.images(rows), predicted[rows].astype(np.int64), key)
 
-    # -- the generator of one cell --------------------------------------------------------------------------------
 
-    def generator_store(self, cell: Cell, scorer_model: nn.Module) -> tuple[PatchStore, dict[str, Any]]:
-        """What the cell's GAN trains on: the budget's patches, plus the confidently pseudo-labelled pool.
+def _advance(bar: Any) -> None:
+    """One more classifier done, on ``bar`` when there is one."""
+    if bar is not None:
+        bar.update(1)
 
-        Pool patches below the threshold join as unlabelled rows when the generator config learns from them
-        (``generator.unlabelled``); otherwise they are left out.
-        """
-        if not (self.config.generator_pool and cell.pool is not None and len(cell.pool)):
-            return cell.train_store, {"pool": None}
-        predicted, confidence = self.pool_predictions(cell, scorer_model)
-        confident = confidence >= self.config.pseudo_label_threshold
-        keep_unlabelled = getattr(self.config.generator, "unlabelled", "ignore") != "ignore"
-        rows = np.flatnonzero(confident | keep_unlabelled)
-        labels = np.where(confident[rows], predicted[rows], -1)
-        store = write_labelled_union(cell.train_store, cell.pool, rows, labels, cell.directory / "gan-store",
-                                     provenance={"fold": cell.fold, "budget": cell.budget,
-                                                 "pseudo_label_threshold": self.config.pseudo_label_threshold})
-        counts = np.bincount(labels[labels >= 0], minlength=self.n_classes)
-        return store, {"pool": str(cell.pool.path), "pool_sha256": cell.pool.content_hash,
-                       "threshold": self.config.pseudo_label_threshold,
-                       "pseudo_labelled": dict(zip(self.store.class_names, map(int, counts))),
-                       "unlabelled_rows": int((labels < 0).sum()), "pool_patches": int(len(cell.pool))}
 
-    def train_generator(self, cell: Cell) -> dict[str, Any]:
-        """Train (or take) the cell's generator, checked for leakage; returns ``{"source": what identifies it,
-        "pool": the pool patches it learnt from}`` (JSON, so a Dask task can hand it on)."""
-        model = self.reference_model(cell)
-        if cell.ready is not None:
-            return {"source": {"generator": str(cell.ready.path), "ready_store_sha256": cell.ready.content_hash},
-                    "pool": {"pool": None}}
-        gan_store, pool_record = self.generator_store(cell, model)
-        gan_config = dataclasses.replace(self.config.generator, seed=self.config.split_seed,
-                                         device=self.config.device)
-        run = train_gan(gan_store, gan_run_directory(cell.directory, gan_store, gan_config), gan_config,
-                        progress=self.progress)
-        _check_generator(_gan_slides(run), cell, run)
-        return {"source": {"generator": str(run), "checkpoint_sha256": RunDirectory(run).checkpoint_sha256()},
-                "pool": pool_record}
-
-    def prepare_synthetic(self, cell: Cell, generator: dict[str, Any] | None = None
-                          ) -> tuple[dict[str, Any], dict[str, PatchStore]]:
-        """Draw and select synthetic patches from the cell's generator and measure their fidelity.
-
-        ``generator`` is ``train_generator``'s result when that ran apart (a Dask task); otherwise it runs here.
-        Returns the generator record (hashes, pool, leakage check, fidelity) and {"synthetic": store,
-        "selected": store}.
-        """
-        config = self.config
-        synthetic_dir, selected_dir = cell.directory / "synthetic", cell.directory / "selected"
-        model = self.reference_model(cell)
-        generator = generator or self.train_generator(cell)
-        source, pool_record = generator["source"], generator["pool"]
-        augment_config = dataclasses.replace(config.augment, seed=config.split_seed, device=config.device,
-                                             sheets=False)
-        feature_sha = state_dict_sha256(model)
-        key = sha256_json({"settings": self.settings, "source": source, "scorer": feature_sha,
-                           "augment": config_to_dict(augment_config), "arms": sorted(config.arms)})
-        record = _read_json(cell.directory / "synthetic.json")
-        if record is not None and record.get("key") == key:
-            stores = recorded_stores(record)
-            if stores is not None:
-                return record, stores
-
-        for stale in (synthetic_dir, selected_dir):
-            shutil.rmtree(stale, ignore_errors=True)
-
-        def scorer(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return (predict_proba(model, images, batch_size=512, device=self.device),
-                    extract_features(model, images, batch_size=512, device=self.device))
-
-        if cell.ready is None:
-            synthetic = augment(Path(source["generator"]), synthetic_dir, augment_config, real=cell.train_store,
-                                scorer=scorer, progress=self.progress)
-        else:
-            synthetic = cell.ready
-        generator_slides = set(map(str, synthetic.header.provenance.get("training_slides", [])))
-        _check_generator(generator_slides, cell, synthetic.path)
-        stores = {"synthetic": synthetic}
-        if any("selected" in ARMS[arm].sources for arm in config.arms):
-            stores["selected"] = select_synthetic(synthetic, cell.train_store, selected_dir, augment_config,
-                                                  scorer=scorer, progress=self.progress)
-        rng = np.random.default_rng(config.split_seed)
-        real_images = self.train[0][np.sort(rng.permutation(len(self.train[0]))[:FIDELITY_SAMPLES])]
-        real_features = extract_features(model, real_images, batch_size=512, device=self.device)
-        fidelity = {}
-        for name, chosen in stores.items():
-            sample = np.sort(rng.permutation(len(chosen))[:FIDELITY_SAMPLES])
-            if len(sample) < 5:
-                continue  # too few patches kept for any fidelity metric
-            fake = extract_features(model, chosen.images(sample), batch_size=512, device=self.device)
-            fidelity[name] = {**fidelity_metrics(real_features, fake, seed=config.split_seed),
-                              "feature_network": feature_sha[:12]}
-        pool_slides = set(map(str, cell.pool.slides)) if cell.pool is not None else set()
-        record = {"key": key, "cell": cell.name, "fold": cell.fold, "budget": cell.budget,
-                  "stores": {name: str(chosen.path) for name, chosen in stores.items()},
-                  "store_sha256": {name: chosen.content_hash for name, chosen in stores.items()},
-                  "kept": {name: dict(zip(self.store.class_names, map(int, np.bincount(
-                      chosen.labels[chosen.labels >= 0], minlength=self.n_classes)))) for name, chosen in stores.items()},
-                  "generator_data": pool_record,
-                  "feature_network_sha256": feature_sha, "fidelity": fidelity,
-                  "leakage": {"train store": cell.train_store.content_hash[:12],
-                              "pool store": cell.pool.content_hash[:12] if cell.pool is not None else "–",
-                              "generator": source["generator"],
-                              "generator store": str(synthetic.header.provenance.get("training_store_sha256", ""))[:12],
-                              "checkpoint": str(synthetic.header.provenance.get("checkpoint_sha256", ""))[:12],
-                              "synthetic store": synthetic.content_hash[:12],
-                              "generator slides": len(generator_slides), "pool slides": len(pool_slides),
-                              "test slides": len(cell.test_slides),
-                              "shared with test": len((generator_slides | pool_slides) & cell.test_slides)}}
-        write_json_atomic(cell.directory / "synthetic.json", record)
-        return record, stores
+def _row(result: dict[str, Any], data: CellData) -> dict[str, Any]:
+    """A report row: a result without key and probabilities, with its confusion matrix per test image."""
+    row = {key: value for key, value in result.items() if key not in ("key", "probabilities")}
+    row["group_confusion"] = group_confusion(data.test_labels, np.asarray(result["probabilities"]), data.test_groups)
+    return row
 
 
 def arm_order(config: EvaluateConfig) -> list[str]:
@@ -589,17 +409,6 @@ def _pooled(parts: list[Extra]) -> Extra | None:
         return parts[0] if parts else None
     return Extra(np.concatenate([part.images for part in parts]), np.concatenate([part.labels for part in parts]),
                  sha256_json([part.sha256 for part in parts]))
-
-
-def recorded_stores(record: dict[str, Any]) -> dict[str, PatchStore] | None:
-    """The stores a generator record names, opened, or None unless each is complete with the recorded contents."""
-    try:
-        stores = {name: PatchStore(path) for name, path in record.get("stores", {}).items()}
-    except StoreError:
-        return None
-    if any(store.content_hash != record["store_sha256"][name] for name, store in stores.items()):
-        return None
-    return stores
 
 
 def _sample_patches(store: PatchStore, rng: np.random.Generator) -> np.ndarray:
@@ -673,8 +482,9 @@ def run_cells(evaluation: Evaluation, cells: list[Cell], externals: list[Externa
                        desc="evaluate", unit="run", disable=not progress)
     results = []
     for cell in cells:
-        rows, generator = evaluation.run_cell(cell, bar)
-        results.append((rows, generator, {external.name: evaluation.test_external(cell, rows, external)
+        data = evaluation.cell_data(cell)
+        rows, generator = evaluation.run_cell(cell, data, bar)
+        results.append((rows, generator, {external.name: evaluation.test_external(cell, data, rows, external)
                                           for external in externals}))
     bar.close()
     return results
@@ -685,11 +495,11 @@ def run_evaluation(store: PatchStore | str | Path, out: str | Path, config: Eval
     """Run the evaluation protocol on ``store`` and write the report into ``out``; returns ``out``.
 
     Every check (the stores' file hashes, options, group column, unlabelled pool, external stores, ready
-    synthetic stores, generator leakage) runs before the first classifier or generator is trained. Rerunning the same command resumes: finished
-    generators, synthetic stores and classifier results under ``out/work`` are reused when their inputs are
-    unchanged. With a ``dask.distributed`` ``client`` (or ``config.scheduler``) the cells' steps run as tasks
-    on its workers (``bioaug.evaluate.distributed``), which must see ``out`` at the same path; the report is
-    the same.
+    synthetic stores, generator leakage) runs before the first classifier or generator is trained. Rerunning
+    the same command resumes: finished generators, synthetic stores and classifier results under ``out/work``
+    are reused when their inputs are unchanged. With a ``dask.distributed`` ``client`` (or
+    ``config.scheduler``) the cells' steps run as tasks on its workers (``bioaug.evaluate.distributed``), which
+    must see ``out`` at the same path; the report is the same.
     """
     store = store if isinstance(store, PatchStore) else PatchStore(store)
     config = config or EvaluateConfig()

@@ -8,7 +8,7 @@ half report beside complete ones.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -59,14 +59,6 @@ def summarize_results(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[st
                 draws = image_bootstrap({(row["arm"], *_run(row)): row for row in chosen}, metric,
                                         n_resamples=n_resamples, seed=seed)
 
-            def mean_draws(arm: str, keys: Sequence[tuple[Any, Any]]) -> np.ndarray:
-                """Bootstrap means over runs: runs resampled too (the same draw for the same runs, so arms
-                stay paired), each run's value from its test-image resample; both sources of variation."""
-                assert draws is not None
-                values = np.stack([draws[(arm, *key)] for key in keys])  # (runs, resamples)
-                picks = np.random.default_rng(seed).integers(0, len(keys), size=(values.shape[1], len(keys)))
-                return np.nanmean(values[picks, np.arange(values.shape[1])[:, None]], axis=1)
-
             for arm in arms:
                 if not cells[arm]:
                     continue
@@ -74,8 +66,8 @@ def summarize_results(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[st
                                     seed=seed).to_dict()
                 summary["ci"] = "runs"
                 if draws is not None:
-                    summary["ci_low"], summary["ci_high"] = percentile_interval(mean_draws(arm, list(cells[arm])),
-                                                                                confidence)
+                    summary["ci_low"], summary["ci_high"] = percentile_interval(
+                        _mean_draws(draws, arm, list(cells[arm]), seed), confidence)
                     summary["ci"] = "runs and test images"
                 summaries.append({"arm": arm, "budget": budget, "metric": metric, **summary})
             compared: set[str] = set()
@@ -89,11 +81,21 @@ def summarize_results(rows: Sequence[Mapping[str, Any]], *, metrics: Sequence[st
                     test["delta_ci_low"] = test["delta_ci_high"] = float("nan")
                     if draws is not None and common:
                         test["delta_ci_low"], test["delta_ci_high"] = percentile_interval(
-                            mean_draws(arm, common) - mean_draws(reference, common), confidence)
+                            _mean_draws(draws, arm, common, seed) - _mean_draws(draws, reference, common, seed),
+                            confidence)
                     comparisons.append({"arm": arm, "reference": reference, "budget": budget, "metric": metric,
                                         **test})
     return {"summaries": summaries, "comparisons": comparisons, "headroom": headroom(rows, metrics, seed=seed),
             "draws": draw_spread(rows, metrics)}
+
+
+def _mean_draws(draws: Mapping[Hashable, np.ndarray], arm: str, keys: Sequence[tuple[Any, Any]], seed: int
+                ) -> np.ndarray:
+    """Bootstrap means over the runs ``keys`` of ``arm``: runs resampled too (the same draw for the same runs, so
+    arms stay paired), each run's value from its test-image resample ``draws``; both sources of variation."""
+    values = np.stack([draws[(arm, *key)] for key in keys])  # (runs, resamples)
+    picks = np.random.default_rng(seed).integers(0, len(keys), size=(values.shape[1], len(keys)))
+    return np.nanmean(values[picks, np.arange(values.shape[1])[:, None]], axis=1)
 
 
 def _run(row: Mapping[str, Any]) -> tuple[Any, Any, Any]:
