@@ -118,7 +118,7 @@ def test_a_saved_split_round_trips_and_refuses_other_slides(tmp_path):
 
 def test_too_many_folds_and_shared_slides_are_refused():
     labels, groups = _patches(4, 2, 2, 0)
-    with pytest.raises(ConfigError, match=r"^folds: need 2 <= folds <= number of slides/groups \(4\), got 5$"):
+    with pytest.raises(ConfigError, match=r"^--folds: need 2 <= folds <= number of slides/groups \(4\), got 5$"):
         _splits(labels, groups, folds=5)
     with pytest.raises(BioaugError, match=r"^split: 1 group\(s\) on both sides, e\.g\. slide1$"):
         check_disjoint_groups(groups, np.array([2, 3]), np.array([3, 4]))
