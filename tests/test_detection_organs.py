@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
+import importlib
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,13 +17,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "detection_organs.
 MONUSEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "monuseg-2018-train"
 
 
-@pytest.fixture(scope="module")
-def organs_script():
-    spec = importlib.util.spec_from_file_location("detection_organs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def organs_script(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # benchmarks are scripts, not a package
+    return importlib.import_module(SCRIPT.stem)
 
 
 def write_xml(path: Path, polygons: list[list[tuple[float, float]]], mpp: float | None = 0.25) -> None:
@@ -92,11 +88,14 @@ def test_leave_one_organ_out_picks_on_the_other_groups(organs_script):
     table = np.array([[0.70, 0.50, 0.90],   # best on b
                       [0.72, 0.80, 0.50],   # best on a
                       [0.74, 0.70, 0.70]])  # best on average
-    result = organs_script.leave_one_organ_out(table, groups, ["a", "b"])
+    result = organs_script.leave_one_organ_out(table, groups, ["a", "b"], organs_script.best_mean)
     assert result["a"]["candidate"] == 0 and result["a"]["held_out_f1"] == 0.50
     assert result["b"]["candidate"] == 1 and result["b"]["held_out_f1"] == 0.50
     assert result["a"]["mean_f1_others"] == pytest.approx(0.80)
     assert result["b"]["f1"] == {"crc": 0.72, "a": 0.80, "b": 0.50}
+    seen = []
+    organs_script.leave_one_organ_out(table, groups, ["b"], lambda t, g: seen.append((t.shape, g)) or 2)
+    assert seen == [((3, 2), ["crc", "a"])]  # the picker never sees the organ left out
 
 
 def test_choose_keeps_crc_and_every_organ_within_their_tolerances(organs_script):
@@ -109,6 +108,20 @@ def test_choose_keeps_crc_and_every_organ_within_their_tolerances(organs_script)
     assert organs_script.choose(table, groups, before, crc_tolerance=0.005, organ_tolerance=0.01) == 3
     assert organs_script.choose(table[:3], groups, before, crc_tolerance=0.005, organ_tolerance=0.01) == 0
     assert organs_script.choose(table[1:3], groups, before, crc_tolerance=0.005, organ_tolerance=0.01) == -1
+
+
+def test_bootstrap_gain_resamples_images_within_groups(organs_script):
+    groups = ["crc", "crc", "a", "a"]
+    before = np.array([[8, 2, 2], [6, 4, 4], [5, 5, 5], [5, 5, 5]])
+    same = organs_script.bootstrap_gain(groups, ["crc", "a"], before, before, draws=50)
+    assert same.shape == (50, 2) and np.all(same == 0)
+    # "a" gains the same on both of its images, so every resampling of it gains alike
+    better = before + np.array([[0, 0, 0], [0, 0, 0], [3, -3, -3], [3, -3, -3]])
+    gains = organs_script.bootstrap_gain(groups, ["crc", "a"], before, better, draws=50, seed=1)
+    np.testing.assert_allclose(gains[:, 1], 0.8 - 0.5)
+    assert np.all(gains[:, 0] == 0)
+    np.testing.assert_array_equal(gains, organs_script.bootstrap_gain(groups, ["crc", "a"], before, better,
+                                                                      draws=50, seed=1))
 
 
 def nuclei_image(rng: np.random.Generator, size: int, n: int, radius_px: float) -> tuple[np.ndarray, np.ndarray]:
@@ -157,9 +170,11 @@ def test_main_writes_per_organ_results_on_tiny_collections(organs_script, tmp_pa
     for group in groups:  # the drawn discs are found; a threshold no image reaches finds none
         assert results["before"]["groups"][group]["f1"] >= 0.9
     assert [row["f1"][0] for row in results["f1_table"]["rows"]][1] == 0.0
-    assert results["after"]["params"] == results["before"]["params"] and results["after"]["changed"] == {}
-    assert set(results["leave_one_organ_out"]) == set(groups[1:])
-    assert all(row["params"] == {"threshold": 0.018} for row in results["leave_one_organ_out"].values())
+    assert results["best_candidate"]["changed"] == {} and results["best_candidate"]["mean_gain"] == 0
+    assert results["after"]["adopted"] == "today's defaults" and results["after"]["changed"] == {}
+    for pick in ("best_mean", "final_rule"):
+        rows = results["leave_one_organ_out"][pick]
+        assert set(rows) == set(groups[1:]) and all(row["params"] == {"threshold": 0.018} for row in rows.values())
     assert results["monuseg"]["tiles"][with_xml]["truth"] == "polygons"
     assert sum(tile["truth"] == "mask components" for tile in results["monuseg"]["tiles"].values()) == 29
     assert set(results["before"]["polygon_tiles_only"]) == {"crc", "colon"}
