@@ -55,7 +55,7 @@ VARIANTS: dict[str, dict] = {
     "no-channels-last": {"channels_last": False},
     "bf16": {"precision": "bf16"},
     "d-steps-1": {"d_steps": 1},
-    "no-stain": {"augment": ["color", "translation", "cutout"]},
+    "no-stain": {"diffaugment": ["color", "translation", "cutout"]},
     "d-steps-1+bf16": {"d_steps": 1, "precision": "bf16"},
 }
 
@@ -183,7 +183,7 @@ def run_case(case: str, size: int, preset: str, steps: int, threads: int, device
     with tempfile.TemporaryDirectory() as tmp:
         store = random_store(Path(tmp) / "store", size)
         config = TrainConfig(**{"preset": preset, "ada": case != "trainer+aug",
-                                "augment_p": 0.5 if case == "trainer+aug" else 0.0,
+                                "diffaugment_p": 0.5 if case == "trainer+aug" else 0.0,
                                 "compile": case == "trainer+compile", "device": device, "seed": 0,
                                 **VARIANTS[variant]}).resolve(size)
         if case == "minimal":

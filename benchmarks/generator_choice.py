@@ -231,8 +231,8 @@ def judges(reference, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ``work``), a seeded class-balanced sample of its real patches, their features, per-class diversity and the
     selection's class reference."""
     from bioaug.gan.diversity import pairwise_diversity
-    from bioaug.synthesis import AugmentConfig
-    from bioaug.synthesis.selection import ClassReference, train_scorer
+    from bioaug.augment import AugmentConfig
+    from bioaug.augment.selection import ClassReference, train_scorer
 
     augment_config = AugmentConfig(per_class=1, classifier_steps=args.classifier_steps, seed=args.seed,
                                    min_confidence=args.min_confidence, device=args.device)
@@ -251,7 +251,7 @@ def judge_images(images: np.ndarray, real: dict[str, Any], args: argparse.Namesp
     """Fidelity, per-class diversity and selection counts of samples drawn class for class with the reals."""
     from bioaug.evaluate.fidelity import fidelity_metrics
     from bioaug.gan.diversity import diversity_ratios
-    from bioaug.synthesis.selection import judge
+    from bioaug.augment.selection import judge
 
     labels, names = real["labels"], real["names"]
     probabilities, features = real["scorer"](images)
@@ -267,7 +267,7 @@ def judge_images(images: np.ndarray, real: dict[str, Any], args: argparse.Namesp
 
 def judge_variant(run: Path, real: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """:func:`judge_images` of a run's samples, drawn as ``bioaug augment`` draws them."""
-    from bioaug.synthesis import Synthesizer
+    from bioaug.augment import Synthesizer
 
     synth = Synthesizer.from_checkpoint(run, device=args.device)
     return judge_images(synth.sample(real["labels"], seed=args.seed), real, args)

@@ -77,13 +77,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
-    from .synthesis import AugmentConfig
+    from .augment import AugmentConfig
 
     config = resolve_config(AugmentConfig, args)
     if args.dry_run:
         _print_config(config)
         return 0
-    from .synthesis import augment
+    from .augment import augment
 
     store = augment(args.run, args.out, config, real=args.real, progress=not args.quiet)
     report = json.loads((store.path / "augment.json").read_text())
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .gan.config import TrainConfig
     from .gan.run import CHECKPOINT_NAME
     from .study.config import StudyConfig
-    from .synthesis.config import AugmentConfig
+    from .augment.config import AugmentConfig
     from .tile import TileConfig
 
     parser = _Parser(prog="bioaug", description="Synthetic histology for small, imbalanced "

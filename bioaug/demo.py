@@ -17,7 +17,7 @@ import numpy as np
 from .classify.config import ClassifierConfig
 from .evaluate.config import EvaluateConfig
 from .gan.config import TrainConfig
-from .synthesis.config import AugmentConfig
+from .augment.config import AugmentConfig
 from .example import write_example_slide
 from .tile import TileConfig, tile
 

@@ -9,7 +9,7 @@ from bioaug.config import build_config, flag, section_errors
 from bioaug.errors import ConfigError
 from bioaug.evaluate.config import EvaluateConfig
 from bioaug.gan.config import TrainConfig
-from bioaug.synthesis.config import AugmentConfig
+from bioaug.augment.config import AugmentConfig
 
 
 def test_flags_are_built_from_option_names_and_sections():
@@ -33,7 +33,7 @@ CASES = [
     (EvaluateConfig, {"generator": {"lr_g": 0.0}}, "--generator-lr-g"),
     (EvaluateConfig, {"generator": {"betas": [0.5]}}, "--generator-betas"),
     (EvaluateConfig, {"generator": {"preset": "stylegan9"}}, "--generator-preset"),
-    (EvaluateConfig, {"generator": {"augment": ["blur"]}}, "--generator-augment"),
+    (EvaluateConfig, {"generator": {"diffaugment": ["blur"]}}, "--generator-diffaugment"),
     (EvaluateConfig, {"generator": {"precision": "fp8"}}, "--generator-precision"),
     (EvaluateConfig, {"generator": {"seed": 3}}, "--generator-seed"),
     (EvaluateConfig, {"augment": {"per_class": 0}}, "--augment-per-class"),
@@ -70,9 +70,9 @@ def test_bad_section_options_from_the_command_line_and_a_file_name_their_flags(d
     assert main([*base, "--classifier-batch-size", "1"]) == EXIT_BAD_INPUT
     assert "bioaug: error: --classifier-batch-size: batch norm" in capsys.readouterr().err
     profile = tmp_path / "profile.yaml"
-    profile.write_text("generator:\n  augment: [color, blur]\n")
+    profile.write_text("generator:\n  diffaugment: [color, blur]\n")
     assert main([*base, "--config", str(profile)]) == EXIT_BAD_INPUT
-    assert "bioaug: error: --generator-augment: 'blur' is not one of" in capsys.readouterr().err
+    assert "bioaug: error: --generator-diffaugment: 'blur' is not one of" in capsys.readouterr().err
     profile.write_text("classifier:\n  steps: 2.5\n")
     assert main([*base, "--config", str(profile)]) == EXIT_BAD_INPUT
     assert (f"bioaug: error: {profile} section 'classifier': option 'steps': 2.5 is not a whole number"

@@ -207,7 +207,7 @@ def test_an_interrupted_run_stops_with_the_tasks_error_and_the_rerun_finishes_it
 
 def test_cuda_without_gpu_workers_is_a_one_line_error_before_any_task(store, client, tmp_path):
     config = build_config(EvaluateConfig, {**SMALL, "device": "cuda"})
-    with pytest.raises(ConfigError, match="no Dask worker offers a GPU.*--resources GPU=1") as error:
+    with pytest.raises(ConfigError, match="--device: cuda, but no Dask worker offers a GPU.*--resources GPU=1") as error:
         protocol.run_evaluation(store, tmp_path / "eval", config, client=client, progress=False)
     assert "\n" not in str(error.value) and not (tmp_path / "eval" / "work" / "fold-0" / "draw-0" / "budget-0.50" /
                                                  "results").exists()

@@ -16,8 +16,8 @@ from PIL import Image
 
 from bioaug.errors import BioaugError, CheckpointError, ConfigError, StoreError
 from bioaug.gan import TrainConfig, generate, load_checkpoint, load_generator, train
-from bioaug.gan.augment import AugmentController, augment
 from bioaug.gan.config import DIFF_AUGMENTATIONS
+from bioaug.gan.diffaugment import AdaController, diffaugment
 from bioaug.gan.data import ClassBalancedSampler
 from bioaug.gan.grids import PAD, cell_size
 from bioaug.gan.networks import Discriminator, Generator
@@ -71,7 +71,7 @@ def test_class_conditions_both_networks_and_discriminator_is_spectrally_normalis
 def test_each_augmentation_is_differentiable_and_changes_images(name):
     torch.manual_seed(0)
     images = (torch.rand(6, 3, 32, 32) * 2 - 1).requires_grad_(True)
-    out = augment(images, 1.0, [name])
+    out = diffaugment(images, 1.0, [name])
     assert out.shape == images.shape
     assert not torch.equal(out, images)
     out.square().sum().backward()
@@ -81,15 +81,15 @@ def test_each_augmentation_is_differentiable_and_changes_images(name):
 def test_probability_zero_is_identity_and_partial_probability_leaves_some_images_alone():
     torch.manual_seed(0)
     images = torch.rand(64, 3, 16, 16) * 2 - 1
-    assert augment(images, 0.0, list(DIFF_AUGMENTATIONS)) is images
-    out = augment(images, 0.3, ["translation"])
+    assert diffaugment(images, 0.0, list(DIFF_AUGMENTATIONS)) is images
+    out = diffaugment(images, 0.3, ["translation"])
     untouched = (out == images).flatten(1).all(dim=1)
     assert 0 < untouched.sum() < 64
 
 
 def test_adaptive_probability_follows_the_sign_of_real_scores():
-    config = TrainConfig(batch_size=10, ada_interval=1, ada_kimg=0.1, augment_p=0.5)
-    controller = AugmentController(config, torch.device("cpu"))
+    config = TrainConfig(batch_size=10, ada_interval=1, ada_kimg=0.1, diffaugment_p=0.5)
+    controller = AdaController(config, torch.device("cpu"))
     controller.observe(torch.ones(10))  # r_t = 1 > 0.6: overfitting, raise p
     controller.adjust(lambda t: t)
     assert controller.p == pytest.approx(0.6) and controller.last_rt == 1
@@ -97,7 +97,7 @@ def test_adaptive_probability_follows_the_sign_of_real_scores():
     controller.observe(-torch.ones(10))
     controller.adjust(lambda t: t)
     assert controller.p == pytest.approx(0.5)
-    fixed = AugmentController(TrainConfig(ada=False, augment_p=0.3).resolve(32), torch.device("cpu"))
+    fixed = AdaController(TrainConfig(ada=False, diffaugment_p=0.3).resolve(32), torch.device("cpu"))
     fixed.observe(torch.ones(10))
     fixed.adjust(lambda t: t)
     assert fixed.p == 0.3
@@ -157,7 +157,7 @@ def test_a_few_steps_write_checkpoint_log_and_grids(disc_store, tmp_path):
 
 
 def test_killed_and_resumed_run_ends_with_identical_weights(disc_store, tmp_path):
-    options = dict(checkpoint_every=3, snapshot_every=100, augment_p=0.5, ada_interval=2, ada_kimg=0.05)
+    options = dict(checkpoint_every=3, snapshot_every=100, diffaugment_p=0.5, ada_interval=2, ada_kimg=0.05)
     straight = train(disc_store, tmp_path / "straight", tiny(steps=6, **options), progress=False)
     resumed = train(disc_store, tmp_path / "resumed", tiny(steps=3, **options), progress=False)
     train(disc_store, resumed, tiny(steps=6, **options), progress=False)
@@ -169,6 +169,21 @@ def test_killed_and_resumed_run_ends_with_identical_weights(disc_store, tmp_path
         for name, tensor in a[network].items():
             assert torch.equal(tensor, b[network][name]), f"{network}.{name} differs"
     assert [line["event"] for line in log_lines(resumed) if "event" in line] == ["start", "end", "resume", "end"]
+
+
+def test_a_checkpoint_written_under_the_old_option_names_still_resumes_and_samples(disc_store, tmp_path):
+    # `diffaugment` and `diffaugment_p` were `augment` and `augment_p`: runs trained before the rename go on
+    run = train(disc_store, tmp_path / "run", tiny(steps=2, diffaugment_p=0.25), progress=False)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    config = state["config"]
+    config["augment"], config["augment_p"] = config.pop("diffaugment"), config.pop("diffaugment_p")
+    torch.save(state, run / "checkpoint.pt")
+
+    assert load_generator(run / "checkpoint.pt")[1]["config"]["diffaugment_p"] == 0.25
+    train(disc_store, run, tiny(steps=3, diffaugment_p=0.25), progress=False)  # the options match: it resumes
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 3
+    with pytest.raises(CheckpointError, match="diffaugment_p=0.25"):
+        train(disc_store, run, tiny(steps=4, diffaugment_p=0.5), progress=False)
 
 
 def test_new_starts_over(disc_store, tmp_path):

@@ -134,7 +134,7 @@ def test_fastgan_needs_32_px_patches_and_says_so_in_one_line():
                                           ("fastgan", 32), ("fastgan", 64), ("fastgan", 128)])
 def test_every_preset_trains_resumes_bit_exactly_and_samples_deterministically(preset, size, tmp_path):
     store = make_disc_store(tmp_path / "store", per_class=8, patch_size=size)
-    options = dict(preset=preset, checkpoint_every=3, snapshot_every=100, augment_p=0.5, ada_interval=2,
+    options = dict(preset=preset, checkpoint_every=3, snapshot_every=100, diffaugment_p=0.5, ada_interval=2,
                    ada_kimg=0.05, lecam=0.3, channels=4, max_channels=16, batch_size=6, grid_columns=2)
     straight = train(store, tmp_path / "straight", tiny(steps=6, **options), progress=False)
     resumed = train(store, tmp_path / "resumed", tiny(steps=3, **options), progress=False)
@@ -170,11 +170,11 @@ needs_bf16 = pytest.mark.skipif(not _cpu_bf16(), reason="no CPU bf16 kernels")
     pytest.param(dict(precision="bf16"), marks=needs_bf16, id="bf16"),
     pytest.param(dict(channels_last=False), id="contiguous"),
     pytest.param(dict(d_steps=1), id="d_steps=1"),
-    pytest.param(dict(d_steps=1, precision="bf16", augment=["color", "translation", "cutout"]), marks=needs_bf16,
+    pytest.param(dict(d_steps=1, precision="bf16", diffaugment=["color", "translation", "cutout"]), marks=needs_bf16,
                  id="all-cheap"),
 ])
 def test_every_throughput_option_keeps_resume_bit_exact(options, disc_store, tmp_path):
-    common = dict(checkpoint_every=3, snapshot_every=100, augment_p=0.5, ada_interval=2, ada_kimg=0.05, **options)
+    common = dict(checkpoint_every=3, snapshot_every=100, diffaugment_p=0.5, ada_interval=2, ada_kimg=0.05, **options)
     straight = train(disc_store, tmp_path / "straight", tiny(steps=6, **common), progress=False)
     resumed = train(disc_store, tmp_path / "resumed", tiny(steps=3, **common), progress=False)
     train(disc_store, resumed, tiny(steps=6, **common), progress=False)

@@ -138,6 +138,13 @@ def test_bad_config_is_a_one_line_error(values, message):
     assert "\n" not in str(raised.value)
 
 
+def test_a_group_column_the_store_lacks_names_the_flag_and_the_store(disc_store, tmp_path):
+    with pytest.raises(ConfigError, match=r"^--group-by: .* has no manifest column 'patient'; columns: "):
+        protocol.run_evaluation(disc_store, tmp_path / "eval", EvaluateConfig(**{**TINY, "group_by": "patient"}),
+                                progress=False)
+    assert not (tmp_path / "eval" / "work").exists()
+
+
 def test_bad_config_on_the_command_line_stops_before_training(disc_store, tmp_path, capsys, no_training):
     for flags in (["--classifier-network", "resnet9"], ["--budgets", "0.5", "2"], ["--arms", "nope"],
                   ["--synthetic-fraction", "2"], ["--synthetic", "0-0.1=/nope"],

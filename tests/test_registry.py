@@ -27,9 +27,9 @@ def test_members_read_as_a_mapping_in_registration_order_and_register_once():
 REGISTRIES = [
     ("bioaug.evaluate.arms:ARMS", ConfigError, "--arms"),
     ("bioaug.gan.presets:PRESETS", ConfigError, "--preset"),
-    ("bioaug.gan.config:DIFF_AUGMENTATIONS", ConfigError, "--augment"),
+    ("bioaug.gan.config:DIFF_AUGMENTATIONS", ConfigError, "--diffaugment"),
     ("bioaug.classify.networks:NETWORKS", ConfigError, "--network"),
-    ("bioaug.classify.augmentation:RECIPES", ConfigError, "--augmentation"),
+    ("bioaug.classify.recipes:RECIPES", ConfigError, "--augmentation"),
     ("bioaug.tile.sources:LABEL_SOURCE_TYPES", LabelError, "--label-by"),
     ("bioaug.evaluate.metrics:SCALAR_METRICS", ValueError, None),
 ]
@@ -47,12 +47,12 @@ def test_an_unknown_name_in_every_registry_is_one_line_listing_the_valid_names(t
 
 @pytest.mark.parametrize("config, option, target", [
     ("bioaug.evaluate.config:EvaluateConfig", "arms", "bioaug.evaluate.arms:ARMS"),
-    ("bioaug.evaluate.config:EvaluateConfig", "classic_recipe", "bioaug.classify.augmentation:RECIPES"),
+    ("bioaug.evaluate.config:EvaluateConfig", "classic_recipe", "bioaug.classify.recipes:RECIPES"),
     ("bioaug.classify.config:ClassifierConfig", "network", "bioaug.classify.networks:NETWORKS"),
-    ("bioaug.classify.config:ClassifierConfig", "augmentation", "bioaug.classify.augmentation:RECIPES"),
+    ("bioaug.classify.config:ClassifierConfig", "augmentation", "bioaug.classify.recipes:RECIPES"),
     ("bioaug.gan.config:TrainConfig", "preset", "bioaug.gan.presets:PRESETS"),
-    ("bioaug.gan.config:TrainConfig", "augment", "bioaug.gan.config:DIFF_AUGMENTATIONS"),
-    ("bioaug.synthesis.config:AugmentConfig", "classifier", "bioaug.classify.networks:NETWORKS"),
+    ("bioaug.gan.config:TrainConfig", "diffaugment", "bioaug.gan.config:DIFF_AUGMENTATIONS"),
+    ("bioaug.augment.config:AugmentConfig", "classifier", "bioaug.classify.networks:NETWORKS"),
 ])
 def test_options_naming_a_member_check_it_against_the_registry_itself(config, option, target):
     """The registry is the option's ``choices``: a member registered later (a plug-in) is valid at once."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..lazy import lazy_getattr
 
 _LAZY = {
-    "RECIPES": "augmentation", "build_augmentation": "augmentation",
+    "RECIPES": "recipes", "build_augmentation": "recipes",
     "ClassifierConfig": "config",
     "NETWORKS": "networks", "build_network": "networks",
     "extract_features": "train", "load_classifier": "train", "predict_proba": "train",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..config import check_choices, flag, option
 from ..errors import ConfigError
-from .augmentation import RECIPES
+from .recipes import RECIPES
 from .networks import NETWORKS
 
 

@@ -25,7 +25,7 @@ from ..devices import resolve_device
 from ..errors import CheckpointError, ConfigError
 from ..progress import progress_bar
 from ..provenance import atomic_path
-from .augmentation import build_augmentation
+from .recipes import build_augmentation
 from .config import ClassifierConfig
 from .model import PatchClassifier, centre_crop, without_tta
 
@@ -223,7 +223,7 @@ def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, val_ima
     real_stream = (_BalancedStream(labels, rng) if config.sampler == "balanced" else _Stream(len(train_images), rng))
     extra_stream = (_BalancedStream(extra_labels, rng) if has_extra and config.extra_sampler == "balanced"
                     else _Stream(len(extra_images) if has_extra else 0, rng))
-    augment = build_augmentation(config.augmentation, config.seed)
+    transform = build_augmentation(config.augmentation, config.seed)
     model = PatchClassifier(config, n_classes).to(device)
     share = n_extra / config.batch_size
     frequency = batch_class_frequency(labels, extra_labels, share, n_classes, config.sampler, config.extra_sampler)
@@ -251,8 +251,8 @@ def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, val_ima
             chosen = extra_stream.take(n_extra)
             batch_images = np.concatenate([batch_images, extra_images[chosen]])
             batch_labels = np.concatenate([batch_labels, extra_labels[chosen]])
-        if augment is not None:
-            batch_images = np.stack([augment(image=image)["image"] for image in batch_images])
+        if transform is not None:
+            batch_images = np.stack([transform(image=image)["image"] for image in batch_images])
         inputs = _to_tensor(batch_images, device)
         targets = torch.from_numpy(batch_labels).to(device)
         optimiser.zero_grad(set_to_none=True)

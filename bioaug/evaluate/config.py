@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..classify.augmentation import RECIPES
+from ..classify.recipes import RECIPES
 from ..classify.config import ClassifierConfig
 from ..config import build_section, check_choices, flag, option, section_errors
 from ..devices import DEVICES
 from ..errors import ConfigError
 from ..gan.config import TrainConfig
-from ..synthesis.config import AugmentConfig
+from ..augment.config import AugmentConfig
 from .arms import ARMS
 from .splits import DRAW_POLICIES
 

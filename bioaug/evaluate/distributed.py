@@ -21,6 +21,7 @@ import torch
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..cluster import probe_workers
+from ..config import flag
 from ..errors import ConfigError, StoreError
 from ..progress import progress_bar
 from ..store import PatchStore
@@ -83,7 +84,7 @@ def _check_gpus(client: Any, config: EvaluateConfig) -> None:
     would wait for ever)."""
     workers = client.scheduler_info().get("workers", {}).values()
     if config.device == "cuda" and not any(worker.get("resources", {}).get("GPU") for worker in workers):
-        raise ConfigError("device", "cuda, but no Dask worker offers a GPU: start GPU workers with "
+        raise ConfigError(flag("device"), "cuda, but no Dask worker offers a GPU: start GPU workers with "
                                     "`dask worker ADDRESS --nworkers 1 --nthreads 1 --resources GPU=1`")
 
 

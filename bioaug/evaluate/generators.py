@@ -26,7 +26,7 @@ from ..gan import train as train_gan
 from ..gan.run import RunDirectory
 from ..provenance import sha256_json, write_json_atomic
 from ..store import PatchStore
-from ..synthesis import augment, select_synthetic
+from ..augment import augment, select_synthetic
 from .arms import ARMS
 from .cells import PREDICTION_BATCH, Cell, read_result
 from .config import EvaluateConfig

@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -47,24 +48,38 @@ def roc_auc_ovr(y_true: Sequence[int], y_prob: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-SCALAR_METRICS: Registry[Callable[[np.ndarray, np.ndarray], float]] = Registry("metric", ValueError)
-"""Metric name -> function of (y_true, y_prob) returning one number; the columns of every results table. Metric
-names come from code, not from options, so an unknown one is a ``ValueError``."""
+@dataclass(frozen=True)
+class Metric:
+    """A number the report gives per run: how to compute it from (y_true, y_prob), and its name in tables."""
 
-SCALAR_METRICS.register("accuracy", lambda y, p: float(accuracy_score(y, p.argmax(axis=1))))
-SCALAR_METRICS.register("balanced_accuracy", lambda y, p: float(balanced_accuracy_score(y, p.argmax(axis=1))))
-SCALAR_METRICS.register("macro_f1",
-                        lambda y, p: float(f1_score(y, p.argmax(axis=1), average="macro", zero_division=0)))
-SCALAR_METRICS.register("weighted_f1",
-                        lambda y, p: float(f1_score(y, p.argmax(axis=1), average="weighted", zero_division=0)))
-SCALAR_METRICS.register("roc_auc", roc_auc_ovr)
+    label: str
+    compute: Callable[[np.ndarray, np.ndarray], float]
+
+
+SCALAR_METRICS: Registry[Metric] = Registry("metric", ValueError)
+"""Metric name -> :class:`Metric`; the columns of every results table. Metric names come from code, not from
+options, so an unknown one is a ``ValueError``."""
+
+SCALAR_METRICS.register("accuracy", Metric("Accuracy", lambda y, p: float(accuracy_score(y, p.argmax(axis=1)))))
+SCALAR_METRICS.register("balanced_accuracy", Metric(
+    "Balanced acc.", lambda y, p: float(balanced_accuracy_score(y, p.argmax(axis=1)))))
+SCALAR_METRICS.register("macro_f1", Metric(
+    "Macro-F1", lambda y, p: float(f1_score(y, p.argmax(axis=1), average="macro", zero_division=0))))
+SCALAR_METRICS.register("weighted_f1", Metric(
+    "Weighted F1", lambda y, p: float(f1_score(y, p.argmax(axis=1), average="weighted", zero_division=0))))
+SCALAR_METRICS.register("roc_auc", Metric("ROC AUC", roc_auc_ovr))
+
+
+def metric_label(name: str) -> str:
+    """The name of metric ``name`` in tables and figures (the key itself for a metric outside the registry)."""
+    return SCALAR_METRICS[name].label if name in SCALAR_METRICS else name
 
 
 def scalar_metric(name: str, y_true: Sequence[int], y_prob: np.ndarray) -> float:
     """One metric from ``SCALAR_METRICS`` by name."""
     metric = SCALAR_METRICS.require(name)
     with _missing_classes_allowed():
-        return metric(*_inputs(y_true, y_prob))
+        return metric.compute(*_inputs(y_true, y_prob))
 
 
 def per_class_rates(y_true: Sequence[int], y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,7 +113,7 @@ def classification_metrics(y_true: Sequence[int], y_prob: np.ndarray,
     if len(names) != y_prob.shape[1]:
         raise ValueError(f"{len(names)} class names for {y_prob.shape[1]} probability columns")
     with _missing_classes_allowed():
-        result: dict[str, Any] = {name: metric(y_true, y_prob) for name, metric in SCALAR_METRICS.items()}
+        result: dict[str, Any] = {name: metric.compute(y_true, y_prob) for name, metric in SCALAR_METRICS.items()}
     sensitivity, specificity, matrix = per_class_rates(y_true, y_prob)
     result["sensitivity"] = dict(zip(names, map(float, sensitivity)))
     result["specificity"] = dict(zip(names, map(float, specificity)))

@@ -55,7 +55,7 @@ from torch import nn
 
 from ..classify import load_classifier, predict_proba, save_classifier, state_dict_sha256, train_classifier
 from ..cluster import connect
-from ..config import config_to_dict
+from ..config import config_to_dict, flag
 from ..errors import CheckpointError, ConfigError, StoreError
 from ..gan.run import CONFIG_NAME
 from ..progress import progress_bar
@@ -110,18 +110,18 @@ def _groups(store: PatchStore, group_by: str) -> np.ndarray:
     if group_by == "slide":
         return np.asarray(store.slides, dtype=object)
     if group_by not in store.manifest:
-        raise ConfigError("group_by", f"{store.path} has no manifest column {group_by!r}; columns: "
-                                      f"{', '.join(store.manifest)}")
+        raise ConfigError(flag("group_by"), f"{store.path} has no manifest column {group_by!r}; columns: "
+                                            f"{', '.join(store.manifest)}")
     groups = np.asarray([str(value) for value in store.manifest[group_by]], dtype=object)
     if any(value in ("", "nan") for value in groups):
-        raise ConfigError("group_by", f"column {group_by!r} of {store.path} is empty for some patches")
+        raise ConfigError(flag("group_by"), f"column {group_by!r} of {store.path} is empty for some patches")
     return groups
 
 
 def _check_arms(config: EvaluateConfig) -> None:
     """Arms that need another arm's classifier (pseudo-labels come from ``classic``) must run it too."""
     if any(ARMS[arm].needs_pool for arm in config.arms) and "classic" not in config.arms:
-        raise ConfigError("arms", "pseudo_label needs the classic arm (its classifier labels the pool)")
+        raise ConfigError(flag("arms"), "pseudo_label needs the classic arm (its classifier labels the pool)")
 
 
 def plan(store: PatchStore, config: EvaluateConfig, work: Path) -> list[Cell]:
@@ -310,7 +310,7 @@ class Evaluation:
         path.with_suffix(".json").unlink(missing_ok=True)
         model = self.run_arm(cell, data, ARMS[name], seed, None)[1]
         if model is None:
-            raise ConfigError("arms", f"arm {name} trains no network, so it cannot label or score patches")
+            raise ConfigError(flag("arms"), f"arm {name} trains no network, so it cannot label or score patches")
         return model
 
     def reference_model(self, cell: Cell, data: CellData) -> nn.Module:
@@ -366,8 +366,8 @@ class Evaluation:
     def pseudo_labels(self, cell: Cell, data: CellData, seed: int) -> Extra:
         """Pool patches that seed's classic classifier labels with confidence >= the threshold (cached)."""
         if cell.pool is None:
-            raise ConfigError("unlabelled", f"{cell.name} has no unlabelled pool to pseudo-label: give an "
-                                            "unlabelled store")
+            raise ConfigError(flag("unlabelled"), f"{cell.name} has no unlabelled pool to pseudo-label: give an "
+                                                  "unlabelled store")
         model = self.model(cell, data, "classic", seed)
         classic = read_result(cell.directory / "results" / f"classic-seed-{seed}.json") or {}
         key = sha256_json({"pool": cell.pool.content_hash, "threshold": self.config.pseudo_label_threshold,

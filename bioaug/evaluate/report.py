@@ -13,7 +13,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 
 from ..provenance import atomic_path, package_versions, write_json_atomic, write_text_atomic
-from .metrics import CONFUSION_METRICS, SCALAR_METRICS
+from .metrics import CONFUSION_METRICS, SCALAR_METRICS, metric_label
 from .stats import (image_bootstrap, minimum_detectable_difference, paired_test, percentile_interval,
                     summarize)
 
@@ -22,8 +22,6 @@ REPORT_FILES = {"markdown": "report.md", "json": "report.json", "latex": "table.
                 "samples_figure": "samples.png", "external_figure": "internal_vs_external.png"}
 #: The metrics of the headroom and draw-spread tables: macro-F1, and weighted F1 as the literature quotes it.
 HEADLINE_METRICS = ("macro_f1", "weighted_f1")
-METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "macro_f1": "Macro-F1",
-                 "weighted_f1": "Weighted F1", "roc_auc": "ROC AUC"}
 
 
 def _ordered(values: Sequence[Any]) -> list[Any]:
@@ -234,23 +232,23 @@ def _summary_sections(summary: Mapping[str, list[dict[str, Any]]], metrics: Sequ
                 + [_cell(by_key[(arm, budget, m)]) for m in metrics]
                 for arm in arms if (arm, budget, metrics[0]) in by_key]
         lines += [f"## Results, label budget {_budget(budget)}{where}", "",
-                  *_markdown_table(["arm", "runs", *(METRIC_LABELS.get(m, m) for m in metrics)], body)]
+                  *_markdown_table(["arm", "runs", *(metric_label(m) for m in metrics)], body)]
     if summary.get("headroom"):
-        body = [[h["arm"], _budget(h["budget"]), METRIC_LABELS.get(h["metric"], h["metric"]), str(h["n"]),
+        body = [[h["arm"], _budget(h["budget"]), metric_label(h["metric"]), str(h["n"]),
                  f"{_number(h['mean'])} [{_number(h['ci_low'])}, {_number(h['ci_high'])}]"]
                 for h in summary["headroom"] if h["metric"] in HEADLINE_METRICS]
         lines += [f"## Headroom: the largest budget minus each smaller one (paired by fold and seed){where}", "",
                   "Synthetic patches can only matter where this gap is large: where the learning curve still "
                   "climbs.", "", *_markdown_table(["arm", "budget", "metric", "pairs", "gap [95% CI]"], body)]
     if summary.get("draws"):
-        body = [[d["arm"], _budget(d["budget"]), METRIC_LABELS.get(d["metric"], d["metric"]),
+        body = [[d["arm"], _budget(d["budget"]), metric_label(d["metric"]),
                  ", ".join(_number(m) for m in d["means"]), _number(d["sd"]), _number(d["range"])]
                 for d in summary["draws"] if d["metric"] in HEADLINE_METRICS]
         lines += [f"## Spread between budget draws{where}", "",
                   *_markdown_table(["arm", "budget", "metric", "mean per draw", "sd", "range"], body)]
     if summary["comparisons"]:
         lines += _main_comparison(summary["comparisons"], budgets, where=where)
-        body = [[c["arm"], c["reference"], _budget(c["budget"]), METRIC_LABELS.get(c["metric"], c["metric"]),
+        body = [[c["arm"], c["reference"], _budget(c["budget"]), metric_label(c["metric"]),
                  str(c["n"]), _signed(c["mean_difference"]),
                  f"[{_signed(c.get('delta_ci_low', np.nan))}, {_signed(c.get('delta_ci_high', np.nan))}]",
                  _p_value(c["wilcoxon_p"]), _p_value(c["t_p"]), _number(c.get("detectable", np.nan))]
@@ -340,7 +338,7 @@ def render_latex(summary: Mapping[str, list[dict[str, Any]]], *, metrics: Sequen
     by_key = {(s["arm"], s["budget"], s["metric"]): s for s in summary["summaries"]}
     arms = _ordered([s["arm"] for s in summary["summaries"]])
     budgets = sorted({s["budget"] for s in summary["summaries"]})
-    header = " & ".join(["Budget", "Arm", *(METRIC_LABELS.get(m, m) for m in metrics)])
+    header = " & ".join(["Budget", "Arm", *(metric_label(m) for m in metrics)])
     lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}", f"\\label{{{label}}}",
              r"\begin{tabular}{ll" + "c" * len(metrics) + "}", r"\toprule", header + r" \\", r"\midrule"]
     for index, budget in enumerate(budgets):
@@ -381,7 +379,7 @@ def plot_budget_curves(summary: Mapping[str, list[dict[str, Any]]], path: Path, 
             axis.set_xscale("log")
             axis.set_xticks(all_budgets, [f"{b:g}" for b in all_budgets])
         axis.set_xlabel("label budget (% of training slides)")
-        axis.set_title(METRIC_LABELS.get(metric, metric))
+        axis.set_title(metric_label(metric))
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     _save_figure(figure, path)
@@ -408,7 +406,7 @@ def plot_internal_external(summary: Mapping[str, list[dict[str, Any]]],
                                for a in arms if a in found]).T
             axis.bar(positions, means, width, yerr=np.nan_to_num(errors), capsize=2, label=label)
         axis.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=8)
-        axis.set_ylabel(METRIC_LABELS.get(metric, metric))
+        axis.set_ylabel(metric_label(metric))
         axis.set_title(f"label budget {_budget(budget)}")
         axis.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize="small")

@@ -7,7 +7,8 @@ weights_only=True)``::
     step            completed training steps
     generator, discriminator, generator_ema   state dicts
     optimizer_g, optimizer_d                  state dicts (Adam moments and step counts)
-    augment_p       current augmentation probability
+    augment_p       current DiffAugment probability (named before the option became ``diffaugment_p``; the key
+                    stays, so that every checkpoint written so far still loads)
     augment_signs   ADA sums since the last adjustment (sum of signs, count), over all ranks
     rng             one entry per rank: {"torch", "cuda" (or None), "numpy", "python"} generator states
     config          the resolved TrainConfig as a dict
@@ -17,7 +18,8 @@ weights_only=True)``::
                     before it existed)
 
 Checkpoints written before an option existed are read as trained with that option's setting of the time
-(:data:`LEGACY_OPTIONS`: the plain networks, no LeCam, unlabelled rows ignored).
+(:data:`LEGACY_OPTIONS`: the plain networks, no LeCam, unlabelled rows ignored), and options since renamed
+under their new names (:data:`RENAMED_OPTIONS`).
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ REQUIRED_KEYS = ("step", "generator", "discriminator", "generator_ema", "optimiz
 #: Options added after the first checkpoints, with the value those checkpoints were trained with.
 LEGACY_OPTIONS = {"preset": "plain", "lecam": 0.0, "lecam_decay": 0.99, "unlabelled": "ignore",
                   "unlabelled_fraction": 0.5, "time_budget": 0.0, "budget_clock": "wall"}
+#: Options renamed since the first checkpoints: old name -> the TrainConfig field that holds it now.
+RENAMED_OPTIONS = {"augment": "diffaugment", "augment_p": "diffaugment_p"}
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -74,7 +78,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise CheckpointError(path, f"checkpoint is missing {missing[0]!r}")
-    state["config"] = {**LEGACY_OPTIONS, **state["config"]}
+    state["config"] = {**LEGACY_OPTIONS,
+                       **{RENAMED_OPTIONS.get(name, name): value for name, value in state["config"].items()}}
     state.setdefault("lecam_state", torch.zeros(3))
     state.setdefault("train_seconds", 0.0)
     return state

@@ -17,14 +17,14 @@ from ..registry import Registry
 from .presets import PRESETS, SIZED_OPTIONS
 
 DIFF_AUGMENTATIONS: Registry[str] = Registry("discriminator augmentation",
-                                             lambda message: ConfigError("--augment", message))
+                                             lambda message: ConfigError("--diffaugment", message))
 """The differentiable augmentations of the images the discriminator sees, by name, in the order they are
 applied, each as the ``"module:function"`` target of a function ``(images, p) -> images`` (see
-:mod:`bioaug.gan.augment`): named here, and imported with torch only when training, so that configs stay light.
+:mod:`bioaug.gan.diffaugment`): named here, and imported with torch only when training, so that configs stay light.
 """
 # stain first: it models the slide, the others the view of it
 for _name in ("stain", "color", "translation", "cutout"):
-    DIFF_AUGMENTATIONS.register(_name, f"bioaug.gan.augment:{_name}")
+    DIFF_AUGMENTATIONS.register(_name, f"bioaug.gan.diffaugment:{_name}")
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -85,9 +85,9 @@ class TrainConfig:
                                          "keeps the training generator's (None: by preset, standing for "
                                          "plain, training for the others)",
                                    choices=EMA_STATS, resumable=True)
-    augment: list[str] = option(["color", "translation", "cutout", "stain"], "differentiable augmentations "
+    diffaugment: list[str] = option(["color", "translation", "cutout", "stain"], "differentiable augmentations "
                                 "applied to every image the discriminator sees", choices=DIFF_AUGMENTATIONS)
-    augment_p: float = option(0.0, "probability of each augmentation per image: start value with --ada, "
+    diffaugment_p: float = option(0.0, "probability of each augmentation per image: start value with --ada, "
                                    "else fixed")
     ada: bool = option(True, "adapt the augmentation probability to discriminator overfitting (as ADA)")
     ada_target: float = option(0.6, "ADA target for E[sign(D(real))]; above it p rises, below it falls")
@@ -124,7 +124,7 @@ class TrainConfig:
                 raise ConfigError(flag(name), f"must be at least 0, got {getattr(self, name)}")
         if not 0 <= self.unlabelled_fraction < 1:
             raise ConfigError(flag("unlabelled_fraction"), f"must lie in [0, 1), got {self.unlabelled_fraction}")
-        for name in ("augment_p", "ema_decay", "lecam_decay"):
+        for name in ("diffaugment_p", "ema_decay", "lecam_decay"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(flag(name), f"must lie in [0, 1], got {getattr(self, name)}")
         if not 0 < self.ada_target < 1:

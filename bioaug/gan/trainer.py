@@ -36,7 +36,7 @@ from ..locks import writer_lock
 from ..progress import progress_bar, write
 from ..provenance import run_record, write_json_atomic
 from ..store import HEADER_NAME, PatchStore
-from .augment import AugmentController, augment
+from .diffaugment import AdaController, diffaugment
 from .checkpoint import capture_rng, check_resumable, restore_rng, save_checkpoint
 from .config import TrainConfig
 from .data import Batch, ClassBalancedSampler, load_images
@@ -134,7 +134,7 @@ class Trainer:
         betas = (float(config.betas[0]), float(config.betas[1]))
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas)
-        self.augment = AugmentController(config, self.device)
+        self.ada = AdaController(config, self.device)
         self.lecam = LeCam(config.lecam, config.lecam_decay, self.device)
         #: whether the discriminator adds a reconstruction loss of its own (the fastgan preset's)
         self.reconstructs = bool(getattr(self.discriminator, "reconstructs", False))
@@ -168,9 +168,9 @@ class Trainer:
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
         self.lecam.state = state["lecam_state"].to(self.device)
-        self.augment.p = float(state["augment_p"])
+        self.ada.p = float(state["augment_p"])
         if self.context.is_main:  # the sums were reduced over all ranks when saved: they count once
-            self.augment.sums.copy_(state["augment_signs"])
+            self.ada.sums.copy_(state["augment_signs"])
         if len(state["rng"]) == self.context.world_size:
             restore_rng(state["rng"][self.context.rank], self.device)
         else:
@@ -182,7 +182,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         """The checkpoint contents; a collective call (every rank contributes its RNG states)."""
         rng = self.context.gather(capture_rng(self.device))
-        signs = self.context.all_reduce_sum(self.augment.sums.clone()).cpu()
+        signs = self.context.all_reduce_sum(self.ada.sums.clone()).cpu()
         return {
             "step": self.step,
             "generator": self.generator.state_dict(),
@@ -190,7 +190,7 @@ class Trainer:
             "generator_ema": self.sampling_generator().state_dict(),
             "optimizer_g": self.opt_g.state_dict(),
             "optimizer_d": self.opt_d.state_dict(),
-            "augment_p": self.augment.p,
+            "augment_p": self.ada.p,
             "augment_signs": signs,
             "lecam_state": self.lecam.state.cpu(),
             "train_seconds": self.train_seconds,
@@ -267,8 +267,8 @@ class Trainer:
                 totals += self._train_step(generator, discriminator)
                 self.step += 1
                 interval_steps += 1
-                if self.step % self.augment.interval == 0:
-                    self.augment.adjust(self.context.all_reduce_sum)
+                if self.step % self.ada.interval == 0:
+                    self.ada.adjust(self.context.all_reduce_sum)
                 spent_before, self.train_seconds = self.train_seconds, seconds_before + clock() - loop_start
                 bar.update(self.train_seconds - spent_before if by_time else 1)
                 out_of_time = self._out_of_time(check=self.step % self.config.log_every == 0)
@@ -279,7 +279,7 @@ class Trainer:
                     record = self._losses(totals / interval_steps, interval_steps, seconds)
                     bar.set_postfix({"step": self.step, "img/s": f"{record['images_per_s']:.0f}",
                                      "D": f"{record['loss_d']:.3f}",
-                                     "G": f"{record['loss_g']:.3f}", "p": f"{self.augment.p:.2f}"})
+                                     "G": f"{record['loss_g']:.3f}", "p": f"{self.ada.p:.2f}"})
                     totals.zero_()
                     interval_start, paused, interval_steps = _clocks(), np.zeros(2), 0
                 pause_start = _clocks()
@@ -321,7 +321,7 @@ class Trainer:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             with torch.no_grad():
                 fake = generator(latents, torch.from_numpy(batch.classes).to(device))
-            inputs, both = augment(torch.cat([real, fake]), self.augment.p, config.augment), torch.cat([labels, labels])
+            inputs, both = diffaugment(torch.cat([real, fake]), self.ada.p, config.diffaugment), torch.cat([labels, labels])
             if self.reconstructs:
                 scores, reconstruction = discriminator(inputs, both, reconstruct=len(real))
             else:
@@ -348,7 +348,7 @@ class Trainer:
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
-            self.augment.observe(real_scores)
+            self.ada.observe(real_scores)
         # the generator's update goes through the bare discriminator with frozen weights: no gradient for D
         # is computed, and none is all-reduced
         self.discriminator.requires_grad_(False)
@@ -356,7 +356,7 @@ class Trainer:
         latents = torch.randn(len(labels), config.z_dim, device=device)
         with autocast:
             fake = generator(latents, torch.from_numpy(batch.classes).to(device))
-            loss_g = generator_hinge_loss(self.discriminator(augment(fake, self.augment.p, config.augment),
+            loss_g = generator_hinge_loss(self.discriminator(diffaugment(fake, self.ada.p, config.diffaugment),
                                                              labels).float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -403,8 +403,8 @@ class Trainer:
         return {"loss_d": _finite(loss_d), "loss_g": _finite(loss_g), "d_real": _finite(d_real),
                 "d_fake": _finite(d_fake), **({"lecam": _finite(lecam)} if self.lecam.enabled else {}),
                 **({"reconstruction": _finite(reconstruction)} if self.reconstructs else {}),
-                "augment_p": _finite(self.augment.p, 5),
-                "ada_rt": _finite(self.augment.last_rt),
+                "diffaugment_p": _finite(self.ada.p, 5),
+                "ada_rt": _finite(self.ada.last_rt),
                 "images_per_s": round(steps * self.config.batch_size / max(seconds[0], 1e-9), 1),
                 "images_per_cpu_s": round(steps * self.config.batch_size / max(seconds[1], 1e-9), 1)}
 

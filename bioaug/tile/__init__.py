@@ -6,14 +6,12 @@ jobs), ``chunks`` (what a worker runs), ``running`` (``tile``: local pool, any e
 (density check, border counts, QC pictures) and ``qupath`` (GeoJSON export).
 
 ``bioaug.tile`` is both this package and the function users call (``bioaug.tile(slides, out, config)``):
-once the package is imported it takes the attribute's place, so the package itself is made callable.
+once the package is imported it takes the attribute's place, so the package itself is made callable
+(:func:`bioaug.lazy.make_callable`).
 """
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
+from ..lazy import make_callable
 from .config import TileConfig
 from .running import tile
 from .sources import LabelSource, SlideLabels, register_label_source
@@ -21,11 +19,4 @@ from .sources import LabelSource, SlideLabels, register_label_source
 __all__ = ["TileConfig", "tile", "LabelSource", "SlideLabels", "register_label_source"]
 
 
-class _CallableModule(types.ModuleType):
-    """This package, callable as :func:`bioaug.tile.running.tile`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return tile(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "bioaug.tile.running:tile")

@@ -4,7 +4,7 @@ On a few hundred patches the discriminator memorises the training set and stops 
 Augmenting reals and fakes alike, differentiably so the generator is trained through the augmentation
 (Zhao et al. 2020, DiffAugment; Karras et al. 2020, ADA), widens what the discriminator must explain without
 changing what the generator must produce. Each operation is applied to each image independently with
-probability ``p``; :class:`AugmentController` raises ``p`` while the discriminator is overconfident on reals
+probability ``p``; :class:`AdaController` raises ``p`` while the discriminator is overconfident on reals
 and lowers it otherwise, as ADA does.
 
 Images are tensors in [-1, 1] of shape (N, 3, H, W). Every operation draws its random parameters from the
@@ -94,7 +94,7 @@ def cutout(images: torch.Tensor, p: float) -> torch.Tensor:
     return torch.where(_chosen(images, p) & box, torch.zeros_like(images), images)
 
 
-def augment(images: torch.Tensor, p: float, operations: Sequence[str]) -> torch.Tensor:
+def diffaugment(images: torch.Tensor, p: float, operations: Sequence[str]) -> torch.Tensor:
     """Apply the named operations (of ``DIFF_AUGMENTATIONS``, in its order), each to each image with probability
     ``p``; ``p == 0`` returns ``images``.
 
@@ -111,7 +111,7 @@ def augment(images: torch.Tensor, p: float, operations: Sequence[str]) -> torch.
     return images
 
 
-class AugmentController:
+class AdaController:
     """The augmentation probability ``p``: fixed, or adapted to discriminator overfitting as ADA does.
 
     The overfitting signal is ``r_t = E[sign(D(real))]`` over the last ``ada_interval`` steps: 0 when the
@@ -121,7 +121,7 @@ class AugmentController:
     """
 
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
-        self.p = config.augment_p
+        self.p = config.diffaugment_p
         self.adaptive = config.ada
         self.target = config.ada_target
         self.interval = config.ada_interval

@@ -16,8 +16,8 @@ from bioaug.datasets import MixedPatchDataset
 from bioaug.errors import CheckpointError, ConfigError, StoreError
 from bioaug.gan import TrainConfig, train
 from bioaug.store import PatchStore, StoreHeader, StoreWriter, subset_store
-from bioaug.synthesis import AugmentConfig, Synthesizer, augment, pipeline, select_synthetic
-from bioaug.synthesis.audit import audit_store
+from bioaug.augment import AugmentConfig, Synthesizer, augment, pipeline, select_synthetic
+from bioaug.augment.audit import audit_store
 from conftest import make_disc_store
 
 QUIET = dict(audit=False, sheets=False)
@@ -299,7 +299,7 @@ def test_the_synthesizer_rebuilds_the_preset_a_checkpoint_records(tmp_path):
 
 
 def test_selection_classifier_is_cached_by_the_real_store_hash(disc_store, tmp_path, monkeypatch):
-    from bioaug.synthesis import selection
+    from bioaug.augment import selection
 
     config = AugmentConfig(per_class=4, classifier_steps=3, batch_size=16)
     _, first = selection.train_scorer(disc_store, config, cache=tmp_path / "scorers")

@@ -19,7 +19,7 @@ def _albumentations() -> Any:
     import albumentations as A
 
     if not hasattr(A, "HEStain"):
-        raise ConfigError("augmentation", "stain augmentation needs albumentations >= 2.0 (for HEStain)")
+        raise ConfigError("--augmentation", "stain augmentation needs albumentations >= 2.0 (for HEStain)")
     return A
 
 
