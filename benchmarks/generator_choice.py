@@ -106,30 +106,27 @@ def chosen_variants(args: argparse.Namespace, modes: list[str]) -> list[Variant]
 def cell_stores(args: argparse.Namespace, work: Path):
     """The generator store of one cell of an evaluation profile and a store of its fold's training images.
 
-    The cell is planned and its generator store written by the evaluation itself (``plan``, the fold's classic
-    classifier with the profile's first seed, its confident pseudo-labels of the pool), in ``--cell-work``,
-    so a later ``bioaug evaluate`` of the same profile there reuses them. The judge trains on every training
-    image of the fold (the test images stay unread), as in the earlier editions.
+    The cell is planned and its generator store written by the evaluation itself (``cell_generator_store``:
+    the fold's classic classifier with the profile's first seed, its confident pseudo-labels of the pool), in
+    ``--cell-work``, so a later ``bioaug evaluate`` of the same profile there reuses them. The judge trains on
+    every training image of the fold (the test images stay unread), as in the earlier editions.
     """
     from bioaug.config import build_config, load_config_file
+    from bioaug.errors import ConfigError
     from bioaug.evaluate.config import EvaluateConfig
-    from bioaug.evaluate.protocol import Evaluation, plan
+    from bioaug.evaluate.protocol import cell_generator_store
     from bioaug.store import PatchStore, subset_store
 
     values = load_config_file(args.cell)
     values["unlabelled"] = str(args.pool)
     config = build_config(EvaluateConfig, values, source=args.cell)
     labelled = PatchStore(args.labelled)
-    cells = plan(labelled, config, args.cell_work or work / "evaluation" / "work")
-    matching = [cell for cell in cells if (cell.fold, cell.draw) == (args.fold, args.draw)
-                and np.isclose(cell.budget, args.budget)]
-    if not matching:
-        raise SystemExit(f"{args.cell}: no cell with fold {args.fold}, draw {args.draw}, budget {args.budget:g} "
-                         f"(it has {', '.join(cell.name for cell in cells)})")
-    cell = matching[0]
-    evaluation = Evaluation(labelled, config, progress=not args.quiet)
-    reference_model = evaluation.reference_model(cell, evaluation.cell_data(cell))
-    gan_store, _ = evaluation.generators.generator_store(cell, reference_model)
+    try:
+        cell, gan_store = cell_generator_store(labelled, config, args.cell_work or work / "evaluation" / "work",
+                                               fold=args.fold, draw=args.draw, budget=args.budget,
+                                               progress=not args.quiet)
+    except ConfigError as error:
+        raise SystemExit(f"{args.cell}: {error}") from None
     rows = np.flatnonzero([str(slide) not in cell.test_slides for slide in labelled.slides])
     reference = subset_store(labelled, rows, work / f"fold-{cell.fold}-training-images", provenance={
         "made_by": "benchmarks/generator_choice.py", "fold": cell.fold, "role": "judge reference"})

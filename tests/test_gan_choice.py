@@ -110,6 +110,9 @@ def test_generator_choice_builds_an_evaluation_cell_and_trains_only_the_named_va
     with pytest.raises(SystemExit, match="no variant resnet among plain, plain\\+d1, plain\\+lecam0.3,"):
         load_script().main([*common, "--only", "resnet"])
     assert not cell_work.exists()  # refused before the cell was built
+    no_cell = r"no cell with fold 0, draw 0 and budget 0.3 \(cells: fold 0, draw 0, budget 50%\)"
+    with pytest.raises(SystemExit, match=no_cell):
+        load_script().main([*common[:9], "0.3", *common[10:], "--only", "plain"])
     assert load_script().main([*common, "--only", "plain+lecam0.3+d1", "plain"]) == 0
 
     results = json.loads((out / "results.json").read_text())

@@ -85,3 +85,23 @@ def test_the_error_is_the_only_line_on_stderr(svs, tmp_path):
     assert result.stderr.splitlines() == [f"bioaug: error: {cut}: truncated: the file ends at {cut.stat().st_size} "
                                           "bytes but its TIFF structure points further (an incomplete copy?)"]
     assert not (tmp_path / "store").exists()
+
+
+def test_rgba_on_white_composites_every_alpha_as_the_formula_and_leaves_the_input_alone():
+    from bioaug.slides import rgba_on_white
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (40, 50, 4), dtype=np.uint8)
+    rgba[:10, ..., 3] = 255  # opaque rows
+    rgba[10:20, ..., 3] = 0  # outside the slide
+    before = rgba.copy()
+    alpha = rgba[..., 3:4].astype(np.int64)
+    expected = (rgba[..., :3].astype(np.int64) * alpha + 255 * (255 - alpha)) // 255
+    out = rgba_on_white(rgba)
+    assert out.dtype == np.uint8 and out.shape == (40, 50, 3) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, expected)
+    assert (out[10:20] == 255).all() and np.array_equal(out[:10], rgba[:10, ..., :3])
+    np.testing.assert_array_equal(rgba, before)
+    opaque = rgba.copy()
+    opaque[..., 3] = 255
+    np.testing.assert_array_equal(rgba_on_white(opaque), opaque[..., :3])

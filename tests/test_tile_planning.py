@@ -7,7 +7,7 @@ import numpy as np
 
 from bioaug.slides import ReadPlan
 from bioaug.tile.labels import Points
-from bioaug.tile.planning import NOT_IN_INPUT_KEY, ChunkJob, Region, chunk_input_key
+from bioaug.tile.planning import NOT_IN_INPUT_KEY, ChunkJob, Region, _tissue_window, chunk_input_key
 
 JOB = ChunkJob(store="/stores/a", shard="a.tiff.0000", slide_path="/slides/a.tiff", slide_mpp=0.25,
                plan=ReadPlan(level=0, downsample=1.0, level_mpp=0.25, scale=0.5), level_size=(4096, 3072),
@@ -43,3 +43,12 @@ def test_points_change_the_key_by_position_and_label():
     key = chunk_input_key(with_points, "slide-sha")
     for moved in (Points([1.0, 5.5], [2.0, 6.0], ["a", "b"]), Points([1.0, 5.0], [2.0, 6.0], ["a", "a"])):
         assert chunk_input_key(replace(JOB, points=moved), "slide-sha") != key
+
+
+def test_the_stain_reference_reads_the_window_of_a_region_with_the_most_tissue():
+    # overview at 1/10 of the read level; tissue only in the region's lower right
+    tissue = np.zeros((100, 100), dtype=bool)
+    tissue[70:90, 60:95] = True
+    region = Region(200, 300, 800, 700)
+    assert _tissue_window(region, 400, tissue, 0.1) == (600, 500, 400, 400)  # windows 200 px apart
+    assert _tissue_window(region, 2000, tissue, 0.1) == (200, 300, 800, 700)  # smaller than a window: whole

@@ -317,6 +317,11 @@ class Evaluation:
         """The first seed's classic classifier (real when classic is not run): scorer and feature network."""
         return self.model(cell, data, reference_arm(self.config), self.config.seeds[0])
 
+    def generator_store(self, cell: Cell) -> PatchStore:
+        """The store ``cell``'s GAN trains on (its budget's patches and the pool patches the reference classifier
+        labels confidently), written in the cell's directory as the evaluation itself writes it."""
+        return self.generators.generator_store(cell, self.reference_model(cell, self.cell_data(cell)))[0]
+
     # -- external test stores ---------------------------------------------------------------------------------------
 
     def test_external(self, cell: Cell, data: CellData, rows: list[dict[str, Any]],
@@ -396,6 +401,23 @@ def _row(result: dict[str, Any], data: CellData) -> dict[str, Any]:
     row = {key: value for key, value in result.items() if key not in ("key", "probabilities")}
     row["group_confusion"] = group_confusion(data.test_labels, np.asarray(result["probabilities"]), data.test_groups)
     return row
+
+
+def cell_generator_store(store: PatchStore, config: EvaluateConfig, work: Path, *, fold: int, draw: int,
+                         budget: float, progress: bool = True) -> tuple[Cell, PatchStore]:
+    """The cell (``fold``, ``draw``, ``budget``) of the evaluation of ``store`` with ``config`` in the work
+    directory ``work`` (``<out>/work`` of ``run_evaluation``), and its generator's training store, made there
+    exactly as the evaluation makes it, so that a later evaluation in the same place reuses it.
+
+    For studies of the generator on an evaluation's own data (``benchmarks/generator_choice.py --cell``).
+    Raises ``ConfigError`` when the evaluation has no such cell.
+    """
+    cells = plan(store, config, work)
+    matching = [cell for cell in cells if (cell.fold, cell.draw) == (fold, draw) and np.isclose(cell.budget, budget)]
+    if not matching:
+        raise ConfigError(flag("budgets"), f"no cell with fold {fold}, draw {draw} and budget {budget:g} (cells: "
+                                           f"{'; '.join(cell.name for cell in cells)})")
+    return matching[0], Evaluation(store, config, progress=progress).generator_store(matching[0])
 
 
 def arm_order(config: EvaluateConfig) -> list[str]:
