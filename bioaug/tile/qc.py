@@ -91,8 +91,8 @@ def write_qc_picture(path: Path, plan: SlidePlan, store: PatchStore) -> None:
             col = np.clip(np.round(x).astype(int) + dx, 0, width - 1)
             row = np.clip(np.round(y).astype(int) + dy, 0, height - 1)
             picture[row, col] = colours
-    with atomic_path(path) as tmp:
-        Image.fromarray(picture).save(tmp, format="PNG")
+    with atomic_path(path) as tmp:  # fast compression: a slide's fixed cost, read by people, not archived
+        Image.fromarray(picture).save(tmp, format="PNG", compress_level=1)
 
 
 def qc_record(counts: dict[str, dict[str, float]], densities: dict[str, float | None],
