@@ -20,7 +20,8 @@ DIFF_AUGMENTATIONS: Registry[str] = Registry("discriminator augmentation",
                                              lambda message: ConfigError("--diffaugment", message))
 """The differentiable augmentations of the images the discriminator sees, by name, in the order they are
 applied, each as the ``"module:function"`` target of a function ``(images, p) -> images`` (see
-:mod:`bioaug.gan.diffaugment`): named here, and imported with torch only when training, so that configs stay light.
+:mod:`bioaug.gan.diffaugment`): named here, and imported with torch only when training, so that configs stay
+light.
 """
 # stain first: it models the slide, the others the view of it
 for _name in ("stain", "color", "translation", "cutout"):
@@ -85,10 +86,11 @@ class TrainConfig:
                                          "keeps the training generator's (None: by preset, standing for "
                                          "plain, training for the others)",
                                    choices=EMA_STATS, resumable=True)
-    diffaugment: list[str] = option(["color", "translation", "cutout", "stain"], "differentiable augmentations "
-                                "applied to every image the discriminator sees", choices=DIFF_AUGMENTATIONS)
-    diffaugment_p: float = option(0.0, "probability of each augmentation per image: start value with --ada, "
-                                   "else fixed")
+    diffaugment: list[str] = option(["color", "translation", "cutout", "stain"], "differentiable "
+                                    "augmentations (DiffAugment) of every image the discriminator sees",
+                                    choices=DIFF_AUGMENTATIONS)
+    diffaugment_p: float = option(0.0, "probability of each differentiable augmentation per image: start value "
+                                       "with --ada, else fixed")
     ada: bool = option(True, "adapt the augmentation probability to discriminator overfitting (as ADA)")
     ada_target: float = option(0.6, "ADA target for E[sign(D(real))]; above it p rises, below it falls")
     ada_interval: int = option(4, "steps between adjustments of the augmentation probability")

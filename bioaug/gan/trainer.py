@@ -321,7 +321,8 @@ class Trainer:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             with torch.no_grad():
                 fake = generator(latents, torch.from_numpy(batch.classes).to(device))
-            inputs, both = diffaugment(torch.cat([real, fake]), self.ada.p, config.diffaugment), torch.cat([labels, labels])
+            inputs = diffaugment(torch.cat([real, fake]), self.ada.p, config.diffaugment)
+            both = torch.cat([labels, labels])
             if self.reconstructs:
                 scores, reconstruction = discriminator(inputs, both, reconstruct=len(real))
             else:
