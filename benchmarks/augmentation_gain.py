@@ -62,15 +62,26 @@ def crc_stores(data: Path, work: Path, workers: int, patch_size: int = 32,
     return stores[0], stores[1]
 
 
+#: Report figures that show real patches: they stay beside the report written at run time, never in the
+#: repository (CRCHistoPhenotypes' licence is research-only: no crops of it are committed).
+REAL_PATCH_FIGURES = ("samples_figure",)
+
+
 def relative_paths(results: Path) -> None:
     """Rewrite the copied report's paths relative to the repository (``../`` for its neighbours), so that the
-    committed results name no one's home directory."""
+    committed results name no one's home directory, and its links to the figures of real patches (not copied)
+    as a note of where they are."""
     for path in results.iterdir():
         if path.suffix in (".md", ".json", ".tex"):
             text = path.read_text()
             for prefix, relative in ((f"{REPO}/", ""), (f"{REPO.parent}/", "../")):
                 # only where a path starts: ".../evaluation/work/" stays when the parent is "/work"
                 text = re.sub(r"(?<![\w./-])" + re.escape(prefix), relative, text)
+            for key in REAL_PATCH_FIGURES:
+                name = REPORT_FILES[key]
+                text = text.replace(f"![{Path(name).stem}]({name})",
+                                    f"({name}, real patches beside synthetic ones, is in the report written at run "
+                                    "time, not in the repository)")
             path.write_text(text)
 
 
@@ -109,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     report = run_evaluation(store, args.work / f"evaluation-{args.config.stem}", config)
 
     args.results.mkdir(parents=True, exist_ok=True)
-    for name in REPORT_FILES.values():
-        if (report / name).is_file():
+    for key, name in REPORT_FILES.items():
+        if key not in REAL_PATCH_FIGURES and (report / name).is_file():
             shutil.copy2(report / name, args.results / name)
+    (args.results / REPORT_FILES["samples_figure"]).unlink(missing_ok=True)  # one an earlier copy left
     shutil.copy2(report / "config.json", args.results / "config.json")
     relative_paths(args.results)
     summary = json.loads((report / REPORT_FILES["json"]).read_text())

@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         "provenance": run_record({key: str(value) for key, value in vars(args).items()},
                                  inputs={str(run): RunDirectory(run).checkpoint_sha256() for run in args.runs}),
         "rows": []}
-    panels = [("real", [real["images"][real["labels"] == k][:choice.GRID_COLUMNS] for k in range(len(names))])]
+    # generated samples only: the sheet may be committed, and the real patches' licence forbids copies of them
+    panels: list[tuple[str, list]] = []
     for run in args.runs:
         generators = sampling_generators(run, batches, args.seed)
         for statistics in STATISTICS:

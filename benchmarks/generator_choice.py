@@ -10,7 +10,8 @@ classifier, so "kept by selection" means what it means in ``bioaug augment --sel
   real patches and as many samples, class for class;
 - per-class diversity relative to the real patches (``bioaug.gan.diversity``);
 - how many samples of each class selection keeps;
-- a sheet of sample grids side by side (reals first), one row per class.
+- a sheet of sample grids side by side, one row per class (generated samples only: the sheet may be committed,
+  and the real patches are research-only; each run's ``reals.png`` shows them where they were trained on).
 
 Writes ``results.json``, ``results.md`` and ``generator_choice.png`` under ``--out``; the runs and the cached
 classifier go under ``--work`` (rerunning reuses finished runs: their budget is spent). For example, the
@@ -238,8 +239,7 @@ def judges(reference, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     images = reference.images(rows)
     _, features = scorer(images)
     names = reference.class_names
-    return {"scorer": scorer, "classifier": classifier, "labels": labels, "names": names, "images": images,
-            "features": features,
+    return {"scorer": scorer, "classifier": classifier, "labels": labels, "names": names, "features": features,
             "diversity": [pairwise_diversity(images[labels == k]) for k in range(len(names))],
             "reference": ClassReference.fit(features, labels, len(names), augment_config.feature_quantile)}
 
@@ -394,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device, "class_names": names, "n_real": int(len(real["labels"])),
         "classifier": real["classifier"],
         "variants": []}
-    panels = [("real", [real["images"][real["labels"] == k][:GRID_COLUMNS] for k in range(len(names))])]
+    # generated samples only: the sheet may be committed, and the real patches' licence forbids copies of them
+    panels: list[tuple[str, list]] = []
     for variant, run, training in trained:
         judged = judge_variant(run, real, args)
         panels.append((f"{variant.name} ({training['steps']} steps)", judged.pop("grid_rows")))
