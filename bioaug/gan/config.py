@@ -71,8 +71,8 @@ class TrainConfig:
     d_steps: int = option(2, "discriminator updates per generator update (SNGAN's n_dis), each on a new batch")
     betas: list[float] = option([0.0, 0.99], "Adam betas (beta1 0 avoids momentum chasing a moving opponent)")
     lecam: float | None = option(None, "weight of the LeCam regulariser on discriminator scores (Tseng et al. "
-                                       "2021, who used 0.3; 0: off; None: by preset, 0.3 for plain, where it "
-                                       "was measured to help, 0 for the others)")
+                                       "2021, who used 0.3; 0: off; None: by preset, 0.3 for plain and "
+                                       "fastgan, where it was measured to help, 0 for resnet)")
     lecam_decay: float = option(0.99, "decay of the moving averages of D(real) and D(fake) that LeCam anchors to")
     unlabelled: str = option("ignore", "what unlabelled rows (label -1) of the store train: 'discriminator' "
                                        "feeds them to the discriminator's class-independent term and the "
