@@ -24,6 +24,16 @@ from .errors import ConfigError, StoreError
 PATIENT_TIMEOUTS = {"distributed.comm.timeouts.connect": 300.0, "distributed.comm.timeouts.tcp": 300.0}
 
 
+#: Dask's background work in the LocalClusters bioaug starts, made rare: by default every worker samples its
+#: task's stack every 10 ms (the dashboard's profiler) and every server wakes every 20 ms to measure its event
+#: loop. Beside one-thread torch tasks that ran minutes each, the quick profile's client process (scheduler and
+#: nannies) took 15% of a core and each worker's own threads 7% of its CPU time, which a budget in CPU
+#: seconds pays for. bioaug's tasks run for seconds to hours; nothing here needs the detail.
+QUIET_LOCAL_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
+                       "distributed.admin.system-monitor.interval": "2s",
+                       "distributed.worker.memory.monitor-interval": "1s"}
+
+
 def patient_timeouts() -> dict[str, str]:
     """:data:`PATIENT_TIMEOUTS`, each raised to what Dask is already configured with where that is longer."""
     import dask
@@ -37,8 +47,9 @@ def connect(scheduler: str) -> Any:
     """A context manager yielding a ``dask.distributed.Client`` for ``--scheduler``: an address, or ``local:N``
     for a ``LocalCluster`` of N single-threaded worker processes on this machine (closed with the client).
 
-    While it is open, Dask's connection timeouts are at least :data:`PATIENT_TIMEOUTS` (worker processes that
-    a ``LocalCluster`` starts take the same settings)."""
+    While it is open, Dask's connection timeouts are at least :data:`PATIENT_TIMEOUTS`, and a ``LocalCluster``
+    keeps its background work rare (:data:`QUIET_LOCAL_CLUSTER`); the worker processes it starts take the same
+    settings. A cluster bioaug did not start keeps its own (see README, "Evaluating on a cluster")."""
     try:
         import dask
         from distributed import Client, LocalCluster
@@ -47,7 +58,7 @@ def connect(scheduler: str) -> Any:
     count = scheduler.partition(":")[2] if scheduler.startswith("local:") else None
     if count is not None and (not count.isdigit() or int(count) < 1):
         raise ConfigError("--scheduler", f"local:N needs a number of workers N >= 1, got {scheduler!r}")
-    settings = dask.config.set(patient_timeouts())
+    settings = dask.config.set({**(QUIET_LOCAL_CLUSTER if count is not None else {}), **patient_timeouts()})
     try:
         if count is not None:
             cluster = LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True,

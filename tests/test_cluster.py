@@ -8,7 +8,7 @@ pytest.importorskip("distributed")
 
 from dask.utils import parse_timedelta  # noqa: E402
 
-from bioaug.cluster import connect, patient_timeouts  # noqa: E402
+from bioaug.cluster import QUIET_LOCAL_CLUSTER, connect, patient_timeouts  # noqa: E402
 
 TCP, CONNECT = "distributed.comm.timeouts.tcp", "distributed.comm.timeouts.connect"
 
@@ -32,3 +32,19 @@ def test_a_client_waits_five_minutes_on_a_busy_machine_and_its_workers_too():
 def test_a_longer_timeout_the_user_set_is_kept():
     with dask.config.set({TCP: "15 minutes", CONNECT: "10s"}):
         assert patient_timeouts() == {TCP: "900s", CONNECT: "300s"}
+
+
+def _background_settings() -> tuple:
+    import dask
+
+    return tuple(dask.config.get(key) for key in QUIET_LOCAL_CLUSTER)
+
+
+def test_a_local_cluster_and_its_workers_keep_dask_background_work_rare():
+    before = _background_settings()
+    assert before[0] is True  # Dask's default: the profiler samples every task's stack
+    with connect("local:1") as client:
+        on_workers = client.run(_background_settings)
+        assert on_workers and all(value == tuple(QUIET_LOCAL_CLUSTER.values()) for value in on_workers.values())
+        assert client.run_on_scheduler(_background_settings) == tuple(QUIET_LOCAL_CLUSTER.values())
+    assert _background_settings() == before
