@@ -403,8 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     from .progress import is_quiet, set_quiet
 
     _configure_logging()
-    # before torch is imported: its pool would otherwise take every core, quota or not (issue 19.11)
+    # before torch is imported: its pool would otherwise take every core, quota or not (issue 19.11), and its
+    # idle threads would spin: beside two busy one-thread processes on 2 cores a classifier step took 0.69 s
+    # with OpenMP's default waiting and 0.07 s with passive waiting (benchmarks/busy_threads.py)
     os.environ.setdefault("OMP_NUM_THREADS", str(available_cpus()))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         args = build_parser().parse_args(argv)
     except _UsageError as exc:

@@ -45,8 +45,11 @@ def test_the_command_sizes_torch_threads_to_the_available_cpus_unless_told(monke
 
     monkeypatch.setattr(bioaug.cli, "available_cpus", lambda: 3)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     bioaug.cli.main(["verify", "/nonexistent", "--quiet"])
     assert os.environ["OMP_NUM_THREADS"] == "3"
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # idle threads sleep: they do not spin beside other work
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     bioaug.cli.main(["verify", "/nonexistent", "--quiet"])
-    assert os.environ["OMP_NUM_THREADS"] == "2"
+    assert (os.environ["OMP_NUM_THREADS"], os.environ["OMP_WAIT_POLICY"]) == ("2", "ACTIVE")
