@@ -11,6 +11,8 @@ This measures one fixed piece of work, the classifier's training step (``resnet1
 - ``threads-N``: OpenMP's default waiting (spin, then sleep), ``N`` threads (bioaug's default is the
   CPUs available to the process, ``bioaug.cpus.available_cpus``);
 - ``threads-N-passive``: the same with ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once);
+- ``threads-N-spin10k``: the same with ``GOMP_SPINCOUNT=10000`` (GNU OpenMP spins 10,000 times instead of
+  300,000 before it sleeps);
 - ``threads-1``: one thread.
 
 beside ``--busy`` processes of one thread each doing the same kind of work without end (0: a quiet machine,
@@ -61,12 +63,14 @@ def settings(threads: int) -> dict[str, dict[str, str]]:
     """Environment of each setting: name -> variables."""
     return {f"threads-{threads}": {"OMP_NUM_THREADS": str(threads)},
             f"threads-{threads}-passive": {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"},
+            f"threads-{threads}-spin10k": {"OMP_NUM_THREADS": str(threads), "GOMP_SPINCOUNT": "10000"},
             "threads-1": {"OMP_NUM_THREADS": "1"}}
 
 
 def run(variables: dict[str, str], steps: int) -> tuple[int, float]:
     """torch's thread count and the seconds per training step in a fresh process with ``variables`` set."""
-    env = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    ours = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    env = {key: value for key, value in os.environ.items() if key not in ours}
     done = subprocess.run([sys.executable, "-c", WORK, str(steps)], env={**env, **variables}, check=True,
                           capture_output=True, text=True)
     threads, seconds = done.stdout.split()[-2:]

@@ -46,10 +46,13 @@ def test_the_command_sizes_torch_threads_to_the_available_cpus_unless_told(monke
     monkeypatch.setattr(bioaug.cli, "available_cpus", lambda: 3)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     bioaug.cli.main(["verify", "/nonexistent", "--quiet"])
     assert os.environ["OMP_NUM_THREADS"] == "3"
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # idle threads sleep: they do not spin beside other work
+    assert os.environ["GOMP_SPINCOUNT"] == "10000"  # idle threads soon sleep: they do not spin beside other work
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.delenv("GOMP_SPINCOUNT")
     bioaug.cli.main(["verify", "/nonexistent", "--quiet"])
     assert (os.environ["OMP_NUM_THREADS"], os.environ["OMP_WAIT_POLICY"]) == ("2", "ACTIVE")
+    assert "GOMP_SPINCOUNT" not in os.environ  # the user's waiting policy is theirs
